@@ -1,0 +1,174 @@
+//! `passerelle.toml`: the settings of a deployment. Every key is optional; command-line flags
+//! and environment variables win over the file, the file over the built-in defaults.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::diagnostic::Diagnostic;
+use crate::journal::PrunePolicy;
+
+pub const DEFAULT_HTTP: &str = "127.0.0.1:8080";
+pub const DEFAULT_MLLP: &str = "127.0.0.1:2575";
+pub const CONFIG_FILE: &str = "passerelle.toml";
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    #[serde(default)]
+    pub data_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub channels_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub database: Option<String>,
+    #[serde(default)]
+    pub http: HttpSection,
+    #[serde(default)]
+    pub mllp: MllpSection,
+    #[serde(default)]
+    pub retention: PrunePolicy,
+    #[serde(default)]
+    pub log: LogSection,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSection {
+    pub address: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MllpSection {
+    pub address: Option<String>,
+    /// Largest accepted message in bytes (default 16 MiB); larger ones get an AR.
+    pub max_message_size: Option<usize>,
+    /// Connections silent this long are closed (default "5m").
+    pub idle_timeout: Option<String>,
+    pub max_connections: Option<usize>,
+    /// Messages of one connection processed concurrently, ACKs kept in order (default 16).
+    pub pipeline_window: Option<usize>,
+    pub tls: Option<TlsSection>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    pub certificate: PathBuf,
+    pub private_key: PathBuf,
+    /// When set, clients must present a certificate signed by this CA.
+    pub client_ca: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSection {
+    /// `text` (default) or `json`.
+    pub format: Option<String>,
+    /// A tracing filter, e.g. `info,passerelle=debug` (default `info`).
+    pub level: Option<String>,
+}
+
+impl ConfigFile {
+    /// Reads and checks a configuration file; errors point at the offending line and column.
+    pub fn load(path: &Path) -> Result<ConfigFile, Vec<Diagnostic>> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| vec![Diagnostic::new(path, 0, 0, format!("cannot read: {e}"))])?;
+        Self::parse(path, &text)
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<ConfigFile, Vec<Diagnostic>> {
+        let config: ConfigFile = toml::from_str(text).map_err(|e| {
+            let offset = e.span().map(|s| s.start).unwrap_or(0);
+            vec![Diagnostic::at_offset(
+                path,
+                text,
+                offset,
+                e.message().to_string(),
+            )]
+        })?;
+        let mut problems = Vec::new();
+        let mut check = |key: &str, ok: bool, what: String| {
+            if !ok {
+                let offset = text.find(key).unwrap_or(0);
+                problems.push(Diagnostic::at_offset(path, text, offset, what));
+            }
+        };
+        for (key, value) in [
+            ("address", &config.http.address),
+            ("address", &config.mllp.address),
+        ] {
+            if let Some(v) = value {
+                check(
+                    key,
+                    v.parse::<SocketAddr>().is_ok(),
+                    format!("`{v}` is not an address like 127.0.0.1:8080"),
+                );
+            }
+        }
+        if let Some(v) = &config.mllp.idle_timeout {
+            let key = "idle_timeout";
+            {
+                check(
+                    key,
+                    humantime::parse_duration(v).is_ok(),
+                    format!("`{v}` is not a duration like 30s, 5m, 12h"),
+                );
+            }
+        }
+        if let Some(format) = &config.log.format {
+            check(
+                "format",
+                matches!(format.as_str(), "text" | "json"),
+                format!("log format `{format}`: expected text or json"),
+            );
+        }
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(problems)
+        }
+    }
+}
+
+pub fn duration_or(text: Option<&str>, default: Duration) -> Duration {
+    text.and_then(|t| humantime::parse_duration(t).ok())
+        .unwrap_or(default)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_point_at_line_and_column() {
+        let text = "[mllp]\naddress = \"127.0.0.1:2575\"\nidle_timeout = \"soon\"\n";
+        let err = ConfigFile::parse(Path::new("passerelle.toml"), text).unwrap_err();
+        assert_eq!(
+            err[0].to_string(),
+            "passerelle.toml:3:1: `soon` is not a duration like 30s, 5m, 12h"
+        );
+        let err = ConfigFile::parse(Path::new("p.toml"), "[http]\nadress = \"x\"\n").unwrap_err();
+        assert!(
+            err[0]
+                .to_string()
+                .starts_with("p.toml:2:1: unknown field `adress`"),
+            "{}",
+            err[0]
+        );
+    }
+
+    #[test]
+    fn retention_section_reads_durations_and_limits() {
+        let text = "[retention]\nmax_age = \"30d\"\nmax_messages = 1000\nfailed_max_age = \"90d\"\ninterval = \"10m\"\n";
+        let c = ConfigFile::parse(Path::new("p.toml"), text).unwrap();
+        assert_eq!(c.retention.max_age, Some(Duration::from_secs(30 * 86400)));
+        assert_eq!(c.retention.max_messages, Some(1000));
+        assert_eq!(c.retention.interval, Some(Duration::from_secs(600)));
+        let err = ConfigFile::parse(Path::new("p.toml"), "[retention]\nmax_age = \"long\"\n")
+            .unwrap_err();
+        assert!(err[0].to_string().starts_with("p.toml:2:11:"), "{}", err[0]);
+    }
+}

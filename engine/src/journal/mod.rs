@@ -1,0 +1,217 @@
+//! The durable journal: every received message is committed here before its sender is
+//! acknowledged, then its processing trace and destination outboxes are recorded beside it.
+//!
+//! All writes go through one writer task ([`writer`]) that batches whatever is waiting into one
+//! transaction: many messages per fsync (group commit) with `synchronous=FULL`, so an ACKed
+//! message survives a crash or a power cut. Reads use a separate pool (WAL lets them run
+//! while the writer commits).
+
+pub mod model;
+pub mod read;
+pub mod retention;
+mod schema;
+mod writer;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow};
+use sqlx::sqlite::{
+    SqliteAutoVacuum, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
+};
+use sqlx::{ConnectOptions, Connection, Executor, SqliteConnection};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::crypto::Cipher;
+pub use model::*;
+pub use retention::{PrunePolicy, PruneReport};
+use writer::Op;
+
+/// The database file's name inside the data dir.
+pub const DB_FILE: &str = "passerelle.db";
+
+#[derive(Clone)]
+pub struct Journal {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    ops: mpsc::Sender<Op>,
+    read: SqlitePool,
+    cipher: Arc<Cipher>,
+    path: std::path::PathBuf,
+}
+
+/// The sqlite URL of the default database in a data dir.
+pub fn default_url(data_dir: &Path) -> String {
+    format!("sqlite://{}", data_dir.join(DB_FILE).display())
+}
+
+fn base_options(url: &str) -> Result<SqliteConnectOptions> {
+    if url.starts_with("postgres") {
+        return Err(anyhow!(
+            "the journal runs on SQLite for now; PostgreSQL arrives with the store (use a sqlite:// URL)"
+        ));
+    }
+    Ok(SqliteConnectOptions::from_str(url)
+        .with_context(|| format!("invalid database URL {url}"))?
+        .busy_timeout(Duration::from_secs(10))
+        .disable_statement_logging())
+}
+
+/// Readers leave the database's settings alone (they could not write them anyway).
+fn read_options(url: &str) -> Result<SqliteConnectOptions> {
+    Ok(base_options(url)?.read_only(true))
+}
+
+fn connect_options(url: &str) -> Result<SqliteConnectOptions> {
+    Ok(base_options(url)?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        // FULL: the WAL is fsynced at every commit, so an ACK is never ahead of the disk.
+        .synchronous(SqliteSynchronous::Full)
+        // Incremental: retention can hand freed pages back to the file system.
+        .auto_vacuum(SqliteAutoVacuum::Incremental)
+        .foreign_keys(true))
+}
+
+/// Opens (and migrates) the database without starting the writer: for CLI commands.
+pub async fn open_connection(url: &str) -> Result<SqliteConnection> {
+    let mut conn = connect_options(url)?
+        .connect()
+        .await
+        .context("opening the database")?;
+    migrate(&mut conn).await?;
+    Ok(conn)
+}
+
+async fn migrate(conn: &mut SqliteConnection) -> Result<()> {
+    let version: i64 = sqlx::query_scalar("PRAGMA user_version")
+        .fetch_one(&mut *conn)
+        .await?;
+    for (index, sql) in schema::MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let mut tx = conn.begin().await?;
+        tx.execute(*sql)
+            .await
+            .with_context(|| format!("migration {}", index + 1))?;
+        let bump = format!("PRAGMA user_version = {}", index + 1);
+        tx.execute(sqlx::AssertSqlSafe(bump)).await?;
+        tx.commit().await?;
+    }
+    Ok(())
+}
+
+impl Journal {
+    pub async fn open(url: &str, cipher: Arc<Cipher>) -> Result<Journal> {
+        let options = connect_options(url)?;
+        let mut conn = options
+            .clone()
+            .connect()
+            .await
+            .context("opening the journal")?;
+        migrate(&mut conn).await?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(read_options(url)?)
+            .await?;
+        let (ops, rx) = mpsc::channel(8192);
+        let path = options.get_filename().to_path_buf();
+        tokio::spawn(writer::run(conn, rx, cipher.clone()));
+        Ok(Journal {
+            inner: Arc::new(Inner {
+                ops,
+                read,
+                cipher,
+                path,
+            }),
+        })
+    }
+
+    pub fn cipher(&self) -> &Cipher {
+        &self.inner.cipher
+    }
+
+    pub(crate) fn reader(&self) -> &SqlitePool {
+        &self.inner.read
+    }
+
+    pub fn db_path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T>>) -> Op) -> Result<T> {
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .ops
+            .send(make(tx))
+            .await
+            .map_err(|_| anyhow!("journal writer stopped"))?;
+        rx.await.map_err(|_| anyhow!("journal writer stopped"))?
+    }
+
+    /// Commits a received message. Returns once it is on disk.
+    pub async fn append(&self, message: NewMessage) -> Result<Appended> {
+        self.call(|tx| Op::Append(Box::new(message), tx)).await
+    }
+
+    /// Records a message's processing: status, trace steps and outbox entries, atomically.
+    pub async fn record_processed(&self, processed: Processed) -> Result<()> {
+        self.call(|tx| Op::Processed(Box::new(processed), tx)).await
+    }
+
+    /// Marks outbox entries as being delivered, so a crash mid-delivery is counted as a
+    /// possible duplicate when they are sent again.
+    pub async fn mark_inflight(&self, ids: Vec<i64>) -> Result<()> {
+        self.call(|tx| Op::Inflight(ids, tx)).await
+    }
+
+    pub async fn record_deliveries(&self, deliveries: Vec<Delivery>) -> Result<()> {
+        self.call(|tx| Op::Delivered(deliveries, tx)).await
+    }
+
+    /// Runs a message through its channel again. With `only_failed`, re-queues its dead-lettered
+    /// deliveries instead. Returns the message's generation to process (if any).
+    pub async fn reprocess(&self, id: i64, only_failed: bool) -> Result<Reprocessed> {
+        self.call(|tx| Op::Reprocess {
+            id,
+            only_failed,
+            reply: tx,
+        })
+        .await
+    }
+
+    /// Puts in-flight deliveries cut by a crash back in their queue; returns how many.
+    pub async fn recover_inflight(&self) -> Result<u64> {
+        self.call(Op::RecoverInflight).await
+    }
+
+    /// Deletes messages (with their trace and outbox rows).
+    pub(crate) async fn delete(&self, ids: Vec<i64>) -> Result<u64> {
+        self.call(|tx| Op::Delete(ids, tx)).await
+    }
+
+    /// Gives the pages freed by deletions back to the file system.
+    pub(crate) async fn compact(&self) -> Result<()> {
+        self.call(Op::Compact).await
+    }
+
+    /// Waits for the writer to finish what it was given (used at shutdown).
+    pub async fn flush(&self) -> Result<()> {
+        self.call(Op::Flush).await
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reprocessed {
+    /// The whole pipeline runs again as this generation.
+    Rerun { channel: String, generation: i64 },
+    /// Dead-lettered deliveries were queued again (count).
+    Requeued { channel: String, count: u64 },
+}
+
+pub fn now_micros() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}

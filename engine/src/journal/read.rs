@@ -1,0 +1,303 @@
+//! Read side of the journal: recovery, outbox queues, the message browser.
+
+use std::collections::HashMap;
+
+use anyhow::{Context, Result, anyhow};
+use serde::Serialize;
+use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite};
+
+use super::Journal;
+use super::model::*;
+use super::writer::{payload_aad, raw_aad};
+
+/// Filters of the message browser (`GET /api/messages`).
+#[derive(Debug, Clone, Default)]
+pub struct MessageQuery {
+    pub channel: Option<String>,
+    pub status: Option<Status>,
+    /// Unix microseconds: messages received at or after.
+    pub since: Option<i64>,
+    pub limit: i64,
+    /// Keyset cursor: the id below which to continue (newest first).
+    pub before_id: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MessageSummary {
+    pub id: i64,
+    pub channel: String,
+    pub source: String,
+    pub peer: Option<String>,
+    pub received_at: String,
+    pub control_id: Option<String>,
+    pub sender: String,
+    pub message_type: Option<String>,
+    pub content_type: String,
+    pub size: i64,
+    pub status: String,
+    pub ack: Option<String>,
+    pub error: Option<String>,
+    pub duplicate_of: Option<i64>,
+    pub generation: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct OutboxView {
+    pub id: i64,
+    pub destination: String,
+    pub generation: i64,
+    pub status: String,
+    pub attempts: i64,
+    pub redeliveries: i64,
+    pub next_attempt_at: String,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct MessageDetail {
+    pub summary: MessageSummary,
+    pub raw: Vec<u8>,
+    pub trace: Vec<TraceStep>,
+    pub outbox: Vec<OutboxView>,
+}
+
+/// Per channel, how many messages are in each state, and the outbox totals.
+#[derive(Debug, Clone, Default)]
+pub struct ChannelCounts {
+    pub by_status: HashMap<Status, u64>,
+    pub acked: u64,
+    pub outbox_pending: u64,
+    pub outbox_sent: u64,
+    pub outbox_dead: u64,
+    pub redeliveries: u64,
+}
+
+pub fn iso(micros: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(micros)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+        .unwrap_or_default()
+}
+
+const SUMMARY_COLUMNS: &str =
+    "id, channel, source, peer, received_at, control_id, sender, message_type,
+    content_type, size, status, ack, error, duplicate_of, generation";
+
+fn summary(row: &sqlx::sqlite::SqliteRow) -> MessageSummary {
+    MessageSummary {
+        id: row.get("id"),
+        channel: row.get("channel"),
+        source: row.get("source"),
+        peer: row.get("peer"),
+        received_at: iso(row.get("received_at")),
+        control_id: row.get("control_id"),
+        sender: row.get("sender"),
+        message_type: row.get("message_type"),
+        content_type: row.get("content_type"),
+        size: row.get("size"),
+        status: row.get("status"),
+        ack: row.get("ack"),
+        error: row.get("error"),
+        duplicate_of: row.get("duplicate_of"),
+        generation: row.get("generation"),
+    }
+}
+
+impl Journal {
+    fn open_raw(&self, id: i64, sealed: &[u8]) -> Result<Vec<u8>> {
+        self.cipher()
+            .open(sealed, &raw_aad(id))
+            .with_context(|| format!("message {id}"))
+    }
+
+    /// Messages committed but not yet processed (after a restart, or reprocessed).
+    pub async fn pending_received(&self, channel: &str) -> Result<Vec<Pending>> {
+        let rows = sqlx::query(
+            "SELECT id, channel, generation, raw FROM messages WHERE status = 'received' AND channel = ? ORDER BY id",
+        )
+        .bind(channel)
+        .fetch_all(self.reader())
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let id: i64 = row.get("id");
+                Ok(Pending {
+                    id,
+                    channel: row.get("channel"),
+                    generation: row.get("generation"),
+                    raw: self.open_raw(id, row.get("raw"))?,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn load_pending(&self, id: i64) -> Result<Pending> {
+        let row = sqlx::query("SELECT id, channel, generation, raw FROM messages WHERE id = ?")
+            .bind(id)
+            .fetch_optional(self.reader())
+            .await?
+            .ok_or_else(|| anyhow!("no message {id}"))?;
+        Ok(Pending {
+            id,
+            channel: row.get("channel"),
+            generation: row.get("generation"),
+            raw: self.open_raw(id, row.get("raw"))?,
+        })
+    }
+
+    /// The head of a destination's queue, oldest first (due or not: order is kept).
+    pub async fn outbox_head(
+        &self,
+        channel: &str,
+        destination: &str,
+        limit: i64,
+    ) -> Result<Vec<OutboxItem>> {
+        let rows = sqlx::query(
+            "SELECT o.id, o.message_id, o.generation, o.destination, o.attempts, o.next_attempt_at,
+                    o.payload, m.raw, m.control_id
+             FROM outbox o JOIN messages m ON m.id = o.message_id
+             WHERE o.channel = ? AND o.destination = ? AND o.status = 'pending'
+             ORDER BY o.id LIMIT ?",
+        )
+        .bind(channel)
+        .bind(destination)
+        .bind(limit)
+        .fetch_all(self.reader())
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let id: i64 = row.get("id");
+                let message_id: i64 = row.get("message_id");
+                let payload: Option<Vec<u8>> = row.get("payload");
+                let payload = match payload {
+                    Some(sealed) => self.cipher().open(&sealed, &payload_aad(id))?,
+                    None => self.open_raw(message_id, row.get("raw"))?,
+                };
+                Ok(OutboxItem {
+                    id,
+                    message_id,
+                    generation: row.get("generation"),
+                    destination: row.get("destination"),
+                    attempts: row.get("attempts"),
+                    next_attempt_at: row.get("next_attempt_at"),
+                    control_id: row.get("control_id"),
+                    payload,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn list_messages(&self, q: &MessageQuery) -> Result<(i64, Vec<MessageSummary>)> {
+        fn filters(b: &mut QueryBuilder<Sqlite>, q: &MessageQuery) {
+            b.push(" WHERE 1 = 1");
+            if let Some(channel) = &q.channel {
+                b.push(" AND channel = ").push_bind(channel.clone());
+            }
+            if let Some(status) = q.status {
+                b.push(" AND status = ").push_bind(status.as_str());
+            }
+            if let Some(since) = q.since {
+                b.push(" AND received_at >= ").push_bind(since);
+            }
+        }
+        let mut count = QueryBuilder::new("SELECT COUNT(*) FROM messages");
+        filters(&mut count, q);
+        let total: i64 = count.build_query_scalar().fetch_one(self.reader()).await?;
+        let mut select = QueryBuilder::new(format!("SELECT {SUMMARY_COLUMNS} FROM messages"));
+        filters(&mut select, q);
+        if let Some(before) = q.before_id {
+            select.push(" AND id < ").push_bind(before);
+        }
+        select.push(" ORDER BY id DESC LIMIT ").push_bind(q.limit);
+        let rows = select.build().fetch_all(self.reader()).await?;
+        Ok((total, rows.iter().map(summary).collect()))
+    }
+
+    pub async fn get_message(&self, id: i64) -> Result<Option<MessageDetail>> {
+        let sql = format!("SELECT {SUMMARY_COLUMNS}, raw FROM messages WHERE id = ?");
+        let Some(row) = sqlx::query(AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(self.reader())
+            .await?
+        else {
+            return Ok(None);
+        };
+        let raw = self.open_raw(id, row.get("raw"))?;
+        let trace = sqlx::query(
+            "SELECT step, at, duration_us, outcome, detail FROM trace WHERE message_id = ? ORDER BY seq",
+        )
+        .bind(id)
+        .fetch_all(self.reader())
+        .await?
+        .iter()
+        .map(|r| TraceStep {
+            step: r.get("step"),
+            at: r.get("at"),
+            duration_us: r.get("duration_us"),
+            outcome: r.get("outcome"),
+            detail: r.get("detail"),
+        })
+        .collect();
+        let outbox = sqlx::query(
+            "SELECT id, destination, generation, status, attempts, redeliveries, next_attempt_at, last_error
+             FROM outbox WHERE message_id = ? ORDER BY id",
+        )
+        .bind(id)
+        .fetch_all(self.reader())
+        .await?
+        .iter()
+        .map(|r| OutboxView {
+            id: r.get("id"),
+            destination: r.get("destination"),
+            generation: r.get("generation"),
+            status: r.get("status"),
+            attempts: r.get("attempts"),
+            redeliveries: r.get("redeliveries"),
+            next_attempt_at: iso(r.get("next_attempt_at")),
+            last_error: r.get("last_error"),
+        })
+        .collect();
+        Ok(Some(MessageDetail {
+            summary: summary(&row),
+            raw,
+            trace,
+            outbox,
+        }))
+    }
+
+    /// Counts per channel, used to seed the live counters at start-up.
+    pub async fn channel_counts(&self) -> Result<HashMap<String, ChannelCounts>> {
+        let mut out: HashMap<String, ChannelCounts> = HashMap::new();
+        let rows = sqlx::query(
+            "SELECT channel, status, COUNT(*) AS n, SUM(ack IN ('AA', 'CA')) AS acked
+             FROM messages GROUP BY channel, status",
+        )
+        .fetch_all(self.reader())
+        .await?;
+        for row in rows {
+            let entry = out.entry(row.get("channel")).or_default();
+            if let Some(status) = Status::parse(row.get("status")) {
+                entry
+                    .by_status
+                    .insert(status, row.get::<i64, _>("n") as u64);
+            }
+            entry.acked += row.get::<Option<i64>, _>("acked").unwrap_or(0) as u64;
+        }
+        let rows = sqlx::query(
+            "SELECT channel, status, COUNT(*) AS n, SUM(redeliveries) AS r FROM outbox GROUP BY channel, status",
+        )
+        .fetch_all(self.reader())
+        .await?;
+        for row in rows {
+            let entry = out.entry(row.get("channel")).or_default();
+            let n = row.get::<i64, _>("n") as u64;
+            match row.get::<&str, _>("status") {
+                "pending" | "inflight" => entry.outbox_pending += n,
+                "sent" => entry.outbox_sent += n,
+                "dead" => entry.outbox_dead += n,
+                _ => {}
+            }
+            entry.redeliveries += row.get::<Option<i64>, _>("r").unwrap_or(0) as u64;
+        }
+        Ok(out)
+    }
+}

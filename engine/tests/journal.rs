@@ -1,0 +1,280 @@
+//! The journal against a real SQLite database in a temporary data dir.
+
+use std::sync::Arc;
+
+use passerelle::crypto::Cipher;
+use passerelle::journal::read::MessageQuery;
+use passerelle::journal::*;
+
+async fn journal(dir: &std::path::Path) -> Journal {
+    let cipher = Arc::new(Cipher::from_key(&[3u8; 32]));
+    Journal::open(&default_url(dir), cipher).await.unwrap()
+}
+
+fn message(control_id: &str, body: &str) -> NewMessage {
+    NewMessage {
+        channel: "in".into(),
+        source: "mllp".into(),
+        peer: Some("127.0.0.1:5000".into()),
+        received_at: now_micros(),
+        control_id: Some(control_id.into()),
+        sender: "LAB^HOSP".into(),
+        message_type: Some("ADT^A01".into()),
+        content_type: "application/hl7-v2".into(),
+        raw: format!("MSH|^~\\&|LAB|HOSP|||20240101||ADT^A01|{control_id}|P|2.5\rPID|1||{body}")
+            .into_bytes(),
+        status: Status::Received,
+        ack: Some("AA".into()),
+        error: None,
+        receive_us: 12,
+    }
+}
+
+#[tokio::test]
+async fn raw_bytes_are_encrypted_on_disk_and_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = journal(dir.path()).await;
+    let a = j.append(message("C1", "SECRET-NAME-42")).await.unwrap();
+    j.flush().await.unwrap();
+    let detail = j.get_message(a.id).await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&detail.raw).contains("SECRET-NAME-42"));
+    assert_eq!(detail.trace[0].step, "receive");
+    drop(j);
+    // Neither the database nor its WAL holds the clear text.
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        assert!(!bytes.windows(14).any(|w| w == b"SECRET-NAME-42"));
+    }
+}
+
+#[tokio::test]
+async fn retransmission_is_a_duplicate_but_reused_control_id_with_new_content_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = journal(dir.path()).await;
+    let first = j.append(message("C1", "A")).await.unwrap();
+    let again = j.append(message("C1", "A")).await.unwrap();
+    assert_eq!(again.duplicate_of, Some(first.id));
+    let other = j.append(message("C1", "B")).await.unwrap();
+    assert_eq!(
+        other.duplicate_of, None,
+        "same control id, other content: processed"
+    );
+    let mut from_elsewhere = message("C1", "A");
+    from_elsewhere.sender = "RAD^HOSP".into();
+    assert_eq!(j.append(from_elsewhere).await.unwrap().duplicate_of, None);
+    // Only the non-duplicates wait for processing.
+    let pending = j.pending_received("in").await.unwrap();
+    assert_eq!(
+        pending.iter().map(|p| p.id).collect::<Vec<_>>(),
+        vec![first.id, other.id, other.id + 1]
+    );
+}
+
+#[tokio::test]
+async fn processing_outbox_delivery_and_reprocess() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = journal(dir.path()).await;
+    let a = j.append(message("C1", "A")).await.unwrap();
+    let changed = b"transformed".to_vec();
+    j.record_processed(Processed {
+        id: a.id,
+        generation: 0,
+        status: Status::Queued,
+        error: None,
+        steps: vec![TraceStep::new("parse", now_micros(), 5, "ok")],
+        outbox: vec![
+            NewOutbox {
+                destination: "file".into(),
+                payload: None,
+            },
+            NewOutbox {
+                destination: "lab".into(),
+                payload: Some(changed.clone()),
+            },
+        ],
+    })
+    .await
+    .unwrap();
+    let file = j.outbox_head("in", "file", 10).await.unwrap();
+    let lab = j.outbox_head("in", "lab", 10).await.unwrap();
+    assert_eq!(file.len(), 1);
+    assert!(
+        file[0].payload.starts_with(b"MSH|"),
+        "raw message when the transform kept it"
+    );
+    assert_eq!(lab[0].payload, changed);
+
+    j.mark_inflight(vec![file[0].id, lab[0].id]).await.unwrap();
+    assert_eq!(
+        j.recover_inflight().await.unwrap(),
+        2,
+        "a crash mid-delivery is counted"
+    );
+    j.record_deliveries(vec![
+        Delivery {
+            outbox_id: file[0].id,
+            message_id: a.id,
+            result: DeliveryResult::Sent,
+            step: None,
+        },
+        Delivery {
+            outbox_id: lab[0].id,
+            message_id: a.id,
+            result: DeliveryResult::Dead {
+                error: "AR: unknown patient".into(),
+            },
+            step: Some(TraceStep::new("destination:lab", now_micros(), 100, "dead")),
+        },
+    ])
+    .await
+    .unwrap();
+    let detail = j.get_message(a.id).await.unwrap().unwrap();
+    assert_eq!(detail.summary.status, "errored");
+    assert_eq!(
+        detail.summary.error.as_deref(),
+        Some("lab: AR: unknown patient")
+    );
+    assert_eq!(detail.outbox.iter().map(|o| o.redeliveries).sum::<i64>(), 2);
+
+    // Re-queue only the dead letter: it comes back at the head of its queue.
+    let r = j.reprocess(a.id, true).await.unwrap();
+    assert_eq!(
+        r,
+        Reprocessed::Requeued {
+            channel: "in".into(),
+            count: 1
+        }
+    );
+    assert_eq!(j.outbox_head("in", "lab", 10).await.unwrap().len(), 1);
+    assert!(j.outbox_head("in", "file", 10).await.unwrap().is_empty());
+    // A full rerun bumps the generation and cancels what the earlier run had not delivered.
+    let r = j.reprocess(a.id, false).await.unwrap();
+    assert_eq!(
+        r,
+        Reprocessed::Rerun {
+            channel: "in".into(),
+            generation: 1
+        }
+    );
+    assert!(j.outbox_head("in", "lab", 10).await.unwrap().is_empty());
+    assert_eq!(j.pending_received("in").await.unwrap()[0].generation, 1);
+    // A result from the stale run is ignored.
+    j.record_processed(Processed {
+        id: a.id,
+        generation: 0,
+        status: Status::Filtered,
+        error: None,
+        steps: vec![],
+        outbox: vec![],
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        j.get_message(a.id).await.unwrap().unwrap().summary.status,
+        "received"
+    );
+}
+
+#[tokio::test]
+async fn retention_prunes_by_rule_and_gives_disk_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = journal(dir.path()).await;
+    let big = "X".repeat(4000);
+    let mut ids = Vec::new();
+    for i in 0..1500 {
+        ids.push(j.append(message(&format!("C{i}"), &big)).await.unwrap().id);
+    }
+    for (n, id) in ids.iter().enumerate() {
+        let status = match n % 3 {
+            0 => Status::Sent,
+            1 => Status::Errored,
+            _ => Status::Filtered,
+        };
+        j.record_processed(Processed {
+            id: *id,
+            generation: 0,
+            status,
+            error: None,
+            steps: vec![],
+            outbox: vec![],
+        })
+        .await
+        .unwrap();
+    }
+    // Still in flight: never pruned.
+    let in_flight = j.append(message("LIVE", &big)).await.unwrap();
+    j.flush().await.unwrap();
+    let policy = PrunePolicy {
+        max_messages: Some(100),
+        failed_max_messages: Some(10),
+        ..Default::default()
+    };
+    let report = j.prune(&policy, now_micros()).await.unwrap();
+    assert_eq!(report.deleted, 1500 - 100 - 10);
+    assert!(
+        report.file_bytes_after < report.file_bytes_before / 2,
+        "disk given back: {report:?}"
+    );
+    let q = |status| MessageQuery {
+        status: Some(status),
+        limit: 10,
+        ..Default::default()
+    };
+    assert_eq!(j.list_messages(&q(Status::Errored)).await.unwrap().0, 10);
+    assert_eq!(
+        j.list_messages(&q(Status::Received)).await.unwrap().1[0].id,
+        in_flight.id
+    );
+    // Age rules: everything finished is older than zero seconds.
+    let policy = PrunePolicy {
+        max_age: Some(std::time::Duration::ZERO),
+        failed_max_age: Some(std::time::Duration::ZERO),
+        ..Default::default()
+    };
+    assert_eq!(
+        j.prune(&policy, now_micros() + 1).await.unwrap().deleted,
+        110
+    );
+    assert_eq!(
+        j.list_messages(&MessageQuery {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .0,
+        1
+    );
+}
+
+#[tokio::test]
+async fn group_commit_batches_concurrent_appends() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = journal(dir.path()).await;
+    let started = std::time::Instant::now();
+    let tasks: Vec<_> = (0..8)
+        .map(|t| {
+            let j = j.clone();
+            tokio::spawn(async move {
+                for i in 0..500 {
+                    j.append(message(&format!("T{t}-{i}"), "PID"))
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let rate = 4000.0 / started.elapsed().as_secs_f64();
+    println!("journal: 4000 appends from 8 tasks, {rate:.0} msg/s (fsync per batch)");
+    let (total, _) = j
+        .list_messages(&MessageQuery {
+            limit: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(total, 4000);
+}
