@@ -1,6 +1,10 @@
 //! Passerelle engine: journal, channel runtime, HTTP API and CLI behind the `passerelle` binary.
 
+pub mod channel;
 pub mod config;
 pub mod crypto;
 pub mod diagnostic;
 pub mod journal;
+pub mod metrics;
+pub mod runtime;
+pub mod token;

@@ -1,0 +1,98 @@
+//! Destinations: where a channel delivers. One trait, one module per kind; each destination
+//! has its own durable outbox in the journal (see `runtime::outbox`).
+
+mod file;
+mod mllp;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::journal::OutboxItem;
+
+use super::RetryPolicy;
+
+#[derive(Debug, Clone)]
+pub struct DestinationConfig {
+    pub id: String,
+    pub kind: DestinationKind,
+    pub retry: RetryPolicy,
+}
+
+#[derive(Debug, Clone)]
+pub enum DestinationKind {
+    File {
+        directory: PathBuf,
+        file_name: String,
+    },
+    Mllp {
+        address: String,
+        ack_timeout: Duration,
+        connect_timeout: Duration,
+    },
+}
+
+impl DestinationKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            DestinationKind::File { .. } => "file",
+            DestinationKind::Mllp { .. } => "mllp",
+        }
+    }
+}
+
+/// Why a delivery failed, and whether trying again can help.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryError {
+    /// The peer refused the message itself (e.g. an HL7 AR): retrying the same bytes is
+    /// pointless, it goes to the dead letter at once.
+    pub permanent: bool,
+    pub message: String,
+}
+
+impl DeliveryError {
+    pub fn retry(message: impl Into<String>) -> Self {
+        Self {
+            permanent: false,
+            message: message.into(),
+        }
+    }
+
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self {
+            permanent: true,
+            message: message.into(),
+        }
+    }
+}
+
+pub type DeliveryFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<String, DeliveryError>> + Send + 'a>>;
+
+pub trait Destination: Send + Sync {
+    /// Delivers one outbox item; on success returns a short note for the trace.
+    fn deliver<'a>(&'a self, channel: &'a str, item: &'a OutboxItem) -> DeliveryFuture<'a>;
+}
+
+pub fn build(config: &DestinationConfig) -> Arc<dyn Destination> {
+    match &config.kind {
+        DestinationKind::File {
+            directory,
+            file_name,
+        } => Arc::new(file::FileDestination::new(
+            directory.clone(),
+            file_name.clone(),
+        )),
+        DestinationKind::Mllp {
+            address,
+            ack_timeout,
+            connect_timeout,
+        } => Arc::new(mllp::MllpDestination::new(
+            address.clone(),
+            *ack_timeout,
+            *connect_timeout,
+        )),
+    }
+}

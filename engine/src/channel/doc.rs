@@ -1,0 +1,100 @@
+//! The channel file as written by an analyst, with the position of every value so that
+//! `passerelle check` can point at it. [`super::load`] turns it into a [`super::Channel`].
+
+use marked_yaml::Spanned;
+use serde::Deserialize;
+
+pub type Text = Spanned<String>;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelDoc {
+    /// Defaults to the file name without extension.
+    pub id: Option<Text>,
+    pub description: Option<String>,
+    pub enabled: Option<bool>,
+    pub source: SourceDoc,
+    #[serde(default)]
+    pub filters: Vec<ConditionDoc>,
+    pub transform: Option<TransformDoc>,
+    #[serde(default)]
+    pub destinations: Vec<DestinationDoc>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceDoc {
+    #[serde(rename = "type")]
+    pub kind: Text,
+    /// Listening address (MLLP); defaults to the server's `--mllp` address.
+    pub address: Option<Text>,
+    /// Character set assumed when MSH-18 is empty: `UTF-8` (default), `8859/1`, `8859/15`, `ASCII`.
+    pub charset: Option<Text>,
+}
+
+/// A filter condition. Exactly one of the tests applies to `field`, or a `message_type` list,
+/// or an `any` / `all` group.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConditionDoc {
+    pub field: Option<Text>,
+    pub equals: Option<Text>,
+    pub not_equals: Option<Text>,
+    #[serde(rename = "in")]
+    pub one_of: Option<Vec<Text>>,
+    pub not_in: Option<Vec<Text>>,
+    pub starts_with: Option<Text>,
+    pub exists: Option<Spanned<bool>>,
+    pub message_type: Option<Vec<Text>>,
+    pub any: Option<Vec<ConditionDoc>>,
+    pub all: Option<Vec<ConditionDoc>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransformDoc {
+    #[serde(rename = "type")]
+    pub kind: Text,
+    /// For `route-by-message-type`: `ADT: [archive]`, `ORU^R01: [lab, archive]`.
+    pub routes: Option<Vec<RouteDoc>>,
+    /// For `route-by-message-type`: destinations of messages no route matches (else filtered).
+    pub default: Option<Vec<Text>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteDoc {
+    pub message_type: Text,
+    pub destinations: Vec<Text>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DestinationDoc {
+    pub id: Text,
+    #[serde(rename = "type")]
+    pub kind: Text,
+    /// `file`: the directory to write to.
+    pub directory: Option<Text>,
+    /// `file`: name template; `{id}`, `{control_id}`, `{message_type}`, `{channel}` are replaced.
+    pub file_name: Option<Text>,
+    /// `mllp`: `host:port` of the peer.
+    pub address: Option<Text>,
+    /// `mllp`: how long to wait for the peer's ACK (default 30s).
+    pub ack_timeout: Option<Text>,
+    /// `mllp`: how long to wait for the connection (default 10s).
+    pub connect_timeout: Option<Text>,
+    pub retry: Option<RetryDoc>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryDoc {
+    /// Attempts before the dead letter (default 10; 0 = retry for ever).
+    pub max_attempts: Option<Spanned<u32>>,
+    pub initial_backoff: Option<Text>,
+    pub max_backoff: Option<Text>,
+    pub multiplier: Option<Spanned<f64>>,
+    /// Random spread of each delay, 0.0–1.0 (default 0.2).
+    pub jitter: Option<Spanned<f64>>,
+}

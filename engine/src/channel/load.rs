@@ -1,0 +1,709 @@
+//! Reads `channels/*.yaml`, checks every value and compiles the channels. Problems are
+//! reported as `file:line:col: message`, all of them, not just the first.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use marked_yaml::Spanned;
+use passerelle_hl7v2::{Charset, Path as FieldPath};
+
+use super::destination::{DestinationConfig, DestinationKind};
+use super::doc::*;
+use super::filter::{Condition, Test};
+use super::interpolate::from_env;
+use super::transform::{PassThrough, RouteByMessageType, Transform};
+use super::{Channel, RetryPolicy, SourceConfig};
+use crate::diagnostic::Diagnostic;
+
+#[derive(Debug, Default)]
+pub struct LoadedChannels {
+    pub channels: Vec<Channel>,
+    pub problems: Vec<Diagnostic>,
+}
+
+/// Loads every `*.yaml` / `*.yml` file of a directory, in name order.
+pub fn load_dir(dir: &Path) -> LoadedChannels {
+    let mut out = LoadedChannels::default();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) => {
+            out.problems.push(Diagnostic::new(
+                dir,
+                0,
+                0,
+                format!("cannot read the channels directory: {e}"),
+            ));
+            return out;
+        }
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+        .collect();
+    files.sort();
+    let mut seen: HashMap<String, PathBuf> = HashMap::new();
+    let mut mllp_addresses: HashMap<Option<SocketAddr>, String> = HashMap::new();
+    for file in files {
+        match load_file(&file) {
+            Ok(channel) => {
+                if let Some(first) = seen.get(&channel.id) {
+                    out.problems.push(Diagnostic::new(
+                        &file,
+                        1,
+                        1,
+                        format!(
+                            "channel id `{}` is already used by {}",
+                            channel.id,
+                            first.display()
+                        ),
+                    ));
+                    continue;
+                }
+                let SourceConfig::Mllp { address, .. } = &channel.source;
+                if let Some(other) = mllp_addresses.insert(*address, channel.id.clone()) {
+                    let shown = address
+                        .map(|a| a.to_string())
+                        .unwrap_or_else(|| "the main MLLP address".into());
+                    out.problems.push(Diagnostic::new(
+                        &file,
+                        1,
+                        1,
+                        format!("channel `{other}` already listens on {shown}; give this source its own `address`"),
+                    ));
+                    continue;
+                }
+                seen.insert(channel.id.clone(), file.clone());
+                out.channels.push(channel);
+            }
+            Err(mut problems) => out.problems.append(&mut problems),
+        }
+    }
+    out
+}
+
+pub fn load_file(file: &Path) -> Result<Channel, Vec<Diagnostic>> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| vec![Diagnostic::new(file, 0, 0, format!("cannot read: {e}"))])?;
+    parse(file, &text)
+}
+
+pub fn parse(file: &Path, text: &str) -> Result<Channel, Vec<Diagnostic>> {
+    let options = marked_yaml::LoaderOptions::default()
+        .error_on_duplicate_keys(true)
+        .toplevel_mapping();
+    let doc: ChannelDoc = marked_yaml::from_yaml_with_options(0, text, options)
+        .map_err(|e| vec![yaml_error(file, text, e)])?;
+    let mut checker = Checker {
+        file,
+        problems: Vec::new(),
+        missing_vars: Vec::new(),
+    };
+    let channel = checker.channel(doc);
+    if checker.problems.is_empty() {
+        let mut channel = channel.expect("a channel without problems is complete");
+        if !checker.missing_vars.is_empty() {
+            channel.paused = Some(format!(
+                "not configured: {} not set",
+                checker.missing_vars.join(", ")
+            ));
+        }
+        Ok(channel)
+    } else {
+        Err(checker.problems)
+    }
+}
+
+fn yaml_error(file: &Path, text: &str, error: marked_yaml::FromYamlError) -> Diagnostic {
+    match error {
+        marked_yaml::FromYamlError::ParseYaml(e) => {
+            let message = e.to_string();
+            // The loader's message carries "line L column C"; keep ours consistent.
+            let marker = load_error_marker(&e);
+            match marker {
+                Some((line, column)) => Diagnostic::new(file, line, column, message),
+                None => Diagnostic::new(file, 1, 1, message),
+            }
+        }
+        marked_yaml::FromYamlError::FromNode(e) => {
+            let message = match &*e {
+                marked_yaml::Error::UnknownFieldError(key, expected, _) => {
+                    format!(
+                        "unknown key `{key}` (expected one of: {})",
+                        expected.join(", ")
+                    )
+                }
+                other => friendly_serde_message(&other.to_string()),
+            };
+            match e.start_mark() {
+                Some(mark) => Diagnostic::new(file, mark.line(), mark.column(), message),
+                None => Diagnostic::at_offset(file, text, 0, message),
+            }
+        }
+    }
+}
+
+fn load_error_marker(e: &marked_yaml::LoadError) -> Option<(usize, usize)> {
+    use marked_yaml::LoadError::*;
+    let mark = match e {
+        TopLevelMustBeMapping(m)
+        | TopLevelMustBeSequence(m)
+        | UnexpectedAnchor(m)
+        | MappingKeyMustBeScalar(m)
+        | UnexpectedTag(m)
+        | ScanError(m, _) => Some(m),
+        DuplicateKey(inner) => inner.key.span().start(),
+    };
+    mark.map(|m| (m.line(), m.column()))
+}
+
+/// serde's messages speak of fields; an analyst writes keys.
+fn friendly_serde_message(message: &str) -> String {
+    message
+        .replace("missing field", "missing key")
+        .replace("invalid type", "wrong kind of value")
+}
+
+struct Checker<'f> {
+    file: &'f Path,
+    problems: Vec<Diagnostic>,
+    missing_vars: Vec<String>,
+}
+
+impl Checker<'_> {
+    fn error<T>(&mut self, at: &Spanned<T>, message: impl Into<String>) {
+        self.problems
+            .push(Diagnostic::at(self.file, at.span().start(), message));
+    }
+
+    /// The value with `${VAR}` replaced; unset variables pause the channel instead of failing.
+    fn value(&mut self, text: &Text) -> Option<String> {
+        match from_env(text.as_str()) {
+            Ok(value) => Some(value),
+            Err(missing) => {
+                for name in missing {
+                    if !self.missing_vars.contains(&name) {
+                        self.missing_vars.push(name);
+                    }
+                }
+                None
+            }
+        }
+    }
+
+    fn duration(&mut self, text: Option<&Text>, default: Duration) -> Duration {
+        let Some(text) = text else { return default };
+        let Some(value) = self.value(text) else {
+            return default;
+        };
+        match humantime::parse_duration(&value) {
+            Ok(d) => d,
+            Err(_) => {
+                self.error(
+                    text,
+                    format!("`{value}` is not a duration like 500ms, 30s, 5m"),
+                );
+                default
+            }
+        }
+    }
+
+    fn channel(&mut self, doc: ChannelDoc) -> Option<Channel> {
+        let id = match &doc.id {
+            Some(id) => {
+                if !is_identifier(id) {
+                    self.error(
+                        id,
+                        format!(
+                            "channel id `{}`: use lowercase letters, digits and dashes",
+                            id.as_str()
+                        ),
+                    );
+                }
+                id.as_str().to_string()
+            }
+            None => self
+                .file
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or("channel")
+                .to_string(),
+        };
+        let source = self.source(&doc.source);
+        let filters = doc
+            .filters
+            .iter()
+            .filter_map(|c| self.condition(c))
+            .collect();
+        let destinations = self.destinations(&doc.destinations);
+        // Declared ids, valid or not: a broken destination must not also break its routes.
+        let ids: Vec<String> = doc
+            .destinations
+            .iter()
+            .map(|d| d.id.as_str().to_string())
+            .collect();
+        let transform = self.transform(doc.transform.as_ref(), &ids);
+        Some(Channel {
+            id,
+            file: self.file.to_path_buf(),
+            description: doc.description,
+            enabled: doc.enabled.unwrap_or(true),
+            source: source?,
+            filters,
+            transform: transform?,
+            destinations,
+            paused: None,
+        })
+    }
+
+    fn source(&mut self, doc: &SourceDoc) -> Option<SourceConfig> {
+        if doc.kind.as_str() != "mllp" {
+            self.error(
+                &doc.kind,
+                format!(
+                    "unknown source type `{}` (expected: mllp)",
+                    doc.kind.as_str()
+                ),
+            );
+            return None;
+        }
+        let address = match &doc.address {
+            Some(text) => match self.value(text) {
+                Some(value) => match value.parse::<SocketAddr>() {
+                    Ok(a) => Some(a),
+                    Err(_) => {
+                        self.error(
+                            text,
+                            format!("`{value}` is not an address like 127.0.0.1:2575"),
+                        );
+                        None
+                    }
+                },
+                None => None,
+            },
+            None => None,
+        };
+        let default_charset = match &doc.charset {
+            Some(text) => match Charset::from_label(text.as_str()) {
+                Some(c) => c,
+                None => {
+                    self.error(
+                        text,
+                        format!(
+                            "unknown character set `{}` (UTF-8, 8859/1, 8859/15, ASCII)",
+                            text.as_str()
+                        ),
+                    );
+                    Charset::Utf8
+                }
+            },
+            None => Charset::Utf8,
+        };
+        Some(SourceConfig::Mllp {
+            address,
+            default_charset,
+        })
+    }
+
+    fn path(&mut self, text: &Text) -> Option<FieldPath> {
+        match text.as_str().parse::<FieldPath>() {
+            Ok(path) => Some(path),
+            Err(e) => {
+                self.error(text, e.to_string());
+                None
+            }
+        }
+    }
+
+    fn condition(&mut self, doc: &ConditionDoc) -> Option<Condition> {
+        let strings = |list: &Vec<Text>| {
+            list.iter()
+                .map(|t| t.as_str().to_string())
+                .collect::<Vec<_>>()
+        };
+        if let Some(list) = &doc.any {
+            return Some(Condition::Any(
+                list.iter().filter_map(|c| self.condition(c)).collect(),
+            ));
+        }
+        if let Some(list) = &doc.all {
+            return Some(Condition::All(
+                list.iter().filter_map(|c| self.condition(c)).collect(),
+            ));
+        }
+        if let Some(types) = &doc.message_type {
+            for t in types {
+                if !t
+                    .as_str()
+                    .split('^')
+                    .all(|part| part.len() == 3 && part.chars().all(|c| c.is_ascii_alphanumeric()))
+                {
+                    self.error(
+                        t,
+                        format!(
+                            "message type `{}`: expected TYPE or TYPE^EVENT, e.g. ADT^A01",
+                            t.as_str()
+                        ),
+                    );
+                }
+            }
+            return Some(Condition::MessageType(strings(types)));
+        }
+        let Some(field) = &doc.field else {
+            self.problems.push(Diagnostic::new(
+                self.file,
+                1,
+                1,
+                "a filter needs `field` (with a test), `message_type`, `any` or `all`",
+            ));
+            return None;
+        };
+        let path = self.path(field);
+        let mut tests = Vec::new();
+        if let Some(v) = &doc.equals {
+            tests.push(Test::Equals(v.as_str().into()));
+        }
+        if let Some(v) = &doc.not_equals {
+            tests.push(Test::NotEquals(v.as_str().into()));
+        }
+        if let Some(v) = &doc.one_of {
+            tests.push(Test::In(strings(v)));
+        }
+        if let Some(v) = &doc.not_in {
+            tests.push(Test::NotIn(strings(v)));
+        }
+        if let Some(v) = &doc.starts_with {
+            tests.push(Test::StartsWith(v.as_str().into()));
+        }
+        if let Some(v) = &doc.exists {
+            tests.push(Test::Exists(**v));
+        }
+        if tests.len() != 1 {
+            self.error(
+                field,
+                format!(
+                    "field `{}` needs exactly one test: equals, not_equals, in, not_in, starts_with or exists (found {})",
+                    field.as_str(),
+                    tests.len()
+                ),
+            );
+            return None;
+        }
+        Some(Condition::Field {
+            path: path?,
+            test: tests.remove(0),
+        })
+    }
+
+    fn destinations(&mut self, docs: &[DestinationDoc]) -> Vec<DestinationConfig> {
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        for doc in docs {
+            if !is_identifier(&doc.id) {
+                self.error(
+                    &doc.id,
+                    format!(
+                        "destination id `{}`: use lowercase letters, digits and dashes",
+                        doc.id.as_str()
+                    ),
+                );
+            }
+            if !seen.insert(doc.id.as_str().to_string()) {
+                self.error(
+                    &doc.id,
+                    format!("destination id `{}` is used twice", doc.id.as_str()),
+                );
+            }
+            if let Some(d) = self.destination(doc) {
+                out.push(d);
+            }
+        }
+        out
+    }
+
+    fn destination(&mut self, doc: &DestinationDoc) -> Option<DestinationConfig> {
+        let retry = self.retry(doc.retry.as_ref());
+        let kind = match doc.kind.as_str() {
+            "file" => {
+                let Some(dir) = &doc.directory else {
+                    self.error(&doc.kind, "a file destination needs `directory`");
+                    return None;
+                };
+                let directory = PathBuf::from(self.value(dir).unwrap_or_default());
+                let file_name = doc.file_name.as_ref().map(|t| t.as_str().to_string());
+                let file_name = file_name.unwrap_or_else(|| "{channel}-{id}.hl7".to_string());
+                if file_name.contains('/') || file_name.contains("..") {
+                    self.error(
+                        doc.file_name.as_ref().unwrap_or(&doc.kind),
+                        "`file_name` must not contain `/` or `..`",
+                    );
+                }
+                self.refuse(
+                    doc,
+                    &[
+                        ("address", doc.address.is_some()),
+                        ("ack_timeout", doc.ack_timeout.is_some()),
+                    ],
+                );
+                DestinationKind::File {
+                    directory,
+                    file_name,
+                }
+            }
+            "mllp" => {
+                let Some(address) = &doc.address else {
+                    self.error(&doc.kind, "an mllp destination needs `address` (host:port)");
+                    return None;
+                };
+                let value = self.value(address).unwrap_or_default();
+                if !value.is_empty() && !looks_like_host_port(&value) {
+                    self.error(address, format!("`{value}` is not host:port"));
+                }
+                self.refuse(
+                    doc,
+                    &[
+                        ("directory", doc.directory.is_some()),
+                        ("file_name", doc.file_name.is_some()),
+                    ],
+                );
+                DestinationKind::Mllp {
+                    address: value,
+                    ack_timeout: self.duration(doc.ack_timeout.as_ref(), Duration::from_secs(30)),
+                    connect_timeout: self
+                        .duration(doc.connect_timeout.as_ref(), Duration::from_secs(10)),
+                }
+            }
+            other => {
+                self.error(
+                    &doc.kind,
+                    format!("unknown destination type `{other}` (expected: file, mllp)"),
+                );
+                return None;
+            }
+        };
+        Some(DestinationConfig {
+            id: doc.id.as_str().to_string(),
+            kind,
+            retry,
+        })
+    }
+
+    fn refuse(&mut self, doc: &DestinationDoc, keys: &[(&str, bool)]) {
+        for (key, present) in keys {
+            if *present {
+                self.error(
+                    &doc.kind,
+                    format!(
+                        "`{key}` does not apply to a {} destination",
+                        doc.kind.as_str()
+                    ),
+                );
+            }
+        }
+    }
+
+    fn retry(&mut self, doc: Option<&RetryDoc>) -> RetryPolicy {
+        let default = RetryPolicy::default();
+        let Some(doc) = doc else { return default };
+        let policy = RetryPolicy {
+            max_attempts: doc
+                .max_attempts
+                .as_ref()
+                .map(|v| **v)
+                .unwrap_or(default.max_attempts),
+            initial_backoff: self.duration(doc.initial_backoff.as_ref(), default.initial_backoff),
+            max_backoff: self.duration(doc.max_backoff.as_ref(), default.max_backoff),
+            multiplier: doc
+                .multiplier
+                .as_ref()
+                .map(|v| **v)
+                .unwrap_or(default.multiplier),
+            jitter: doc.jitter.as_ref().map(|v| **v).unwrap_or(default.jitter),
+        };
+        if let Some(m) = &doc.multiplier
+            && **m < 1.0
+        {
+            self.error(m, "`multiplier` must be at least 1.0");
+        }
+        if let Some(j) = &doc.jitter
+            && !(0.0..=1.0).contains(&**j)
+        {
+            self.error(j, "`jitter` must be between 0.0 and 1.0");
+        }
+        policy
+    }
+
+    fn transform(
+        &mut self,
+        doc: Option<&TransformDoc>,
+        destinations: &[String],
+    ) -> Option<Arc<dyn Transform>> {
+        let Some(doc) = doc else {
+            return Some(Arc::new(PassThrough {
+                destinations: destinations.to_vec(),
+            }));
+        };
+        let known = |list: &[Text], checker: &mut Self| -> Vec<String> {
+            for d in list {
+                if !destinations.iter().any(|x| x == d.as_str()) {
+                    checker.error(
+                        d,
+                        format!("no destination `{}` in this channel", d.as_str()),
+                    );
+                }
+            }
+            list.iter().map(|d| d.as_str().to_string()).collect()
+        };
+        match doc.kind.as_str() {
+            "pass-through" => {
+                if doc.routes.is_some() || doc.default.is_some() {
+                    self.error(
+                        &doc.kind,
+                        "`routes` and `default` apply to route-by-message-type only",
+                    );
+                }
+                Some(Arc::new(PassThrough {
+                    destinations: destinations.to_vec(),
+                }))
+            }
+            "route-by-message-type" => {
+                let Some(routes) = &doc.routes else {
+                    self.error(&doc.kind, "route-by-message-type needs `routes`");
+                    return None;
+                };
+                let routes = routes
+                    .iter()
+                    .map(|r| {
+                        (
+                            r.message_type.as_str().to_string(),
+                            known(&r.destinations, self),
+                        )
+                    })
+                    .collect();
+                let default = doc.default.as_ref().map(|d| known(d, self));
+                Some(Arc::new(RouteByMessageType { routes, default }))
+            }
+            other => {
+                self.error(
+                    &doc.kind,
+                    format!("unknown transform type `{other}` (expected: pass-through, route-by-message-type)"),
+                );
+                None
+            }
+        }
+    }
+}
+
+fn is_identifier(text: &str) -> bool {
+    !text.is_empty()
+        && text
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !text.starts_with('-')
+}
+
+fn looks_like_host_port(text: &str) -> bool {
+    matches!(text.rsplit_once(':'), Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors(text: &str) -> Vec<String> {
+        parse(Path::new("channels/lab.yaml"), text)
+            .unwrap_err()
+            .iter()
+            .map(|d| d.to_string())
+            .collect()
+    }
+
+    const GOOD: &str = "\
+id: lab-in
+source:
+  type: mllp
+  address: 127.0.0.1:2600
+filters:
+  - message_type: [ORU^R01]
+  - field: MSH-4
+    in: [LAB, RAD]
+transform:
+  type: route-by-message-type
+  routes:
+    - message_type: ORU
+      destinations: [archive]
+destinations:
+  - id: archive
+    type: file
+    directory: out
+    retry:
+      max_attempts: 3
+      initial_backoff: 2s
+";
+
+    #[test]
+    fn a_good_channel_compiles() {
+        let c = parse(Path::new("channels/lab.yaml"), GOOD).unwrap();
+        assert_eq!(c.id, "lab-in");
+        assert_eq!(c.filters.len(), 2);
+        assert_eq!(c.destinations[0].retry.max_attempts, 3);
+        assert_eq!(
+            c.destinations[0].retry.initial_backoff,
+            Duration::from_secs(2)
+        );
+        assert!(c.paused.is_none());
+    }
+
+    #[test]
+    fn errors_have_file_line_column() {
+        let bad = GOOD.replace("type: file", "type: fil");
+        assert_eq!(
+            errors(&bad),
+            vec!["channels/lab.yaml:16:11: unknown destination type `fil` (expected: file, mllp)"]
+        );
+        let bad = GOOD.replace("field: MSH-4", "field: MSH4");
+        let e = errors(&bad);
+        assert!(
+            e[0].starts_with("channels/lab.yaml:7:12: invalid path \"MSH4\""),
+            "{e:?}"
+        );
+        let bad = GOOD.replace("destinations: [archive]", "destinations: [archiv]");
+        assert_eq!(
+            errors(&bad),
+            vec!["channels/lab.yaml:13:22: no destination `archiv` in this channel"]
+        );
+        let bad = GOOD.replace("initial_backoff: 2s", "initial_backof: 2s");
+        let e = errors(&bad);
+        assert!(
+            e[0].starts_with("channels/lab.yaml:20:7: unknown key `initial_backof`"),
+            "{e:?}"
+        );
+        let bad = GOOD.replace("address: 127.0.0.1:2600", "address: nowhere");
+        assert_eq!(
+            errors(&bad),
+            vec!["channels/lab.yaml:4:12: `nowhere` is not an address like 127.0.0.1:2575"]
+        );
+    }
+
+    #[test]
+    fn yaml_syntax_errors_have_a_position() {
+        let e = errors("id: x\nsource: [\n");
+        assert!(e[0].starts_with("channels/lab.yaml:"), "{e:?}");
+        assert!(
+            !e[0].starts_with("channels/lab.yaml:1:1:"),
+            "a real position: {e:?}"
+        );
+    }
+
+    #[test]
+    fn unset_endpoint_variable_pauses_the_channel() {
+        let text = GOOD.replace("directory: out", "directory: ${PASSERELLE_TEST_UNSET_DIR}");
+        let c = parse(Path::new("channels/lab.yaml"), &text).unwrap();
+        assert_eq!(
+            c.paused.as_deref(),
+            Some("not configured: PASSERELLE_TEST_UNSET_DIR not set")
+        );
+    }
+}

@@ -1,0 +1,256 @@
+//! The channel runtime: for each channel a processor (parse, filter, transform, queue) and,
+//! for each destination, an outbox worker (deliver, retry, dead letter). Sources hand
+//! messages in through [`Runtime::submit`] once they are journaled.
+
+pub mod ingest;
+mod outbox;
+mod processor;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{Result, anyhow};
+use serde::Serialize;
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::channel::Channel;
+use crate::channel::destination;
+use crate::journal::{Journal, Pending, Reprocessed};
+use crate::metrics::{ChannelStats, CounterSnapshot, Metrics};
+
+/// Messages waiting in memory for a channel's processor. Beyond this the journal holds them
+/// and the processor sweeps them up: memory stays bounded under any load.
+const QUEUE: usize = 4096;
+
+pub struct Runtime {
+    journal: Journal,
+    channels: BTreeMap<String, Arc<ChannelRuntime>>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+pub struct ChannelRuntime {
+    pub channel: Channel,
+    pub stats: Arc<ChannelStats>,
+    queue: Option<mpsc::Sender<Pending>>,
+    /// Set when the queue was full: the processor then reads waiting messages from the journal.
+    overflow: Arc<AtomicBool>,
+    wake: Arc<Notify>,
+    /// One waker per destination outbox worker.
+    outboxes: HashMap<String, Arc<Notify>>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ChannelView {
+    pub id: String,
+    pub description: Option<String>,
+    pub source: &'static str,
+    /// `running`, `paused` (not configured) or `disabled`.
+    pub state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub destinations: Vec<DestinationView>,
+    #[serde(flatten)]
+    pub counters: CounterSnapshot,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DestinationView {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+}
+
+impl ChannelRuntime {
+    pub fn is_running(&self) -> bool {
+        self.queue.is_some()
+    }
+
+    fn view(&self) -> ChannelView {
+        let (state, reason) = if !self.channel.enabled {
+            ("disabled", None)
+        } else if let Some(why) = &self.channel.paused {
+            ("paused", Some(why.clone()))
+        } else {
+            ("running", None)
+        };
+        ChannelView {
+            id: self.channel.id.clone(),
+            description: self.channel.description.clone(),
+            source: self.channel.source.kind(),
+            state,
+            reason,
+            destinations: self
+                .channel
+                .destinations
+                .iter()
+                .map(|d| DestinationView {
+                    id: d.id.clone(),
+                    kind: d.kind.name(),
+                })
+                .collect(),
+            counters: self.stats.snapshot(),
+        }
+    }
+}
+
+impl Runtime {
+    /// Starts every enabled, configured channel, and resumes what a stop or crash left:
+    /// messages not yet processed and deliveries not yet made.
+    pub async fn start(journal: Journal, channels: Vec<Channel>) -> Result<Arc<Runtime>> {
+        let cut = journal.recover_inflight().await?;
+        if cut > 0 {
+            tracing::warn!(
+                deliveries = cut,
+                "deliveries were cut by a stop; they will be made again (at-least-once)"
+            );
+        }
+        let counts = journal.channel_counts().await?;
+        let shutdown = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let mut runtimes = BTreeMap::new();
+        for channel in channels {
+            let stats = Arc::new(
+                counts
+                    .get(&channel.id)
+                    .map(ChannelStats::seeded)
+                    .unwrap_or_default(),
+            );
+            let runs = channel.enabled && channel.paused.is_none();
+            let mut outboxes = HashMap::new();
+            let mut queue = None;
+            let overflow = Arc::new(AtomicBool::new(true)); // start by sweeping the journal
+            let wake = Arc::new(Notify::new());
+            if runs {
+                for config in &channel.destinations {
+                    let waker = Arc::new(Notify::new());
+                    outboxes.insert(config.id.clone(), waker.clone());
+                    tasks.spawn(outbox::run(outbox::Worker {
+                        journal: journal.clone(),
+                        channel: channel.id.clone(),
+                        config: config.clone(),
+                        destination: destination::build(config),
+                        wake: waker,
+                        stats: stats.clone(),
+                        shutdown: shutdown.clone(),
+                    }));
+                }
+                let (tx, rx) = mpsc::channel(QUEUE);
+                queue = Some(tx);
+                tasks.spawn(processor::run(processor::Processor {
+                    journal: journal.clone(),
+                    channel: channel.clone(),
+                    stats: stats.clone(),
+                    queue: rx,
+                    overflow: overflow.clone(),
+                    wake: wake.clone(),
+                    outboxes: outboxes.clone(),
+                    shutdown: shutdown.clone(),
+                }));
+            } else {
+                tracing::info!(channel = %channel.id, reason = ?channel.paused, "channel loaded but not running");
+            }
+            let id = channel.id.clone();
+            runtimes.insert(
+                id,
+                Arc::new(ChannelRuntime {
+                    channel,
+                    stats,
+                    queue,
+                    overflow,
+                    wake,
+                    outboxes,
+                }),
+            );
+        }
+        let metrics = Arc::new(Metrics::new(
+            runtimes.iter().map(|(id, c)| (id.clone(), c.stats.clone())),
+        ));
+        Ok(Arc::new(Runtime {
+            journal,
+            channels: runtimes,
+            metrics,
+            shutdown,
+            tasks,
+        }))
+    }
+
+    pub fn journal(&self) -> &Journal {
+        &self.journal
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    pub fn channel(&self, id: &str) -> Option<&Arc<ChannelRuntime>> {
+        self.channels.get(id)
+    }
+
+    pub fn channels(&self) -> impl Iterator<Item = &Arc<ChannelRuntime>> {
+        self.channels.values()
+    }
+
+    pub fn views(&self) -> Vec<ChannelView> {
+        self.channels.values().map(|c| c.view()).collect()
+    }
+
+    /// Hands a journaled message to its channel's processor.
+    pub fn submit(&self, pending: Pending) {
+        let Some(channel) = self.channels.get(&pending.channel) else {
+            return;
+        };
+        let Some(queue) = &channel.queue else { return };
+        if queue.try_send(pending).is_err() {
+            // Still safe in the journal as `received`: the processor will sweep it up.
+            channel.overflow.store(true, Ordering::Release);
+            channel.wake.notify_one();
+        }
+    }
+
+    pub async fn reprocess(&self, id: i64, only_failed: bool) -> Result<Reprocessed> {
+        let result = self.journal.reprocess(id, only_failed).await?;
+        match &result {
+            Reprocessed::Rerun { channel, .. } => {
+                let pending = self.journal.load_pending(id).await?;
+                let runtime = self
+                    .channels
+                    .get(channel)
+                    .ok_or_else(|| anyhow!("channel {channel} is not loaded"))?;
+                if !runtime.is_running() {
+                    return Err(anyhow!(
+                        "channel {channel} is not running; the message will run when it starts"
+                    ));
+                }
+                self.submit(pending);
+            }
+            Reprocessed::Requeued { channel, count } => {
+                if let Some(runtime) = self.channels.get(channel) {
+                    runtime
+                        .stats
+                        .queued
+                        .fetch_add(*count as i64, Ordering::Relaxed);
+                    for waker in runtime.outboxes.values() {
+                        waker.notify_one();
+                    }
+                }
+            }
+        }
+        Ok(result)
+    }
+
+    /// Stops processors and outbox workers after their current step; what is left waits in
+    /// the journal for the next start.
+    pub async fn stop(&self) {
+        self.shutdown.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+        if let Err(e) = self.journal.flush().await {
+            tracing::error!(error = %e, "journal flush at shutdown failed");
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! One worker per destination: delivers its outbox in order, retries with backoff, and
+//! dead-letters what cannot be delivered. Order is kept: while the head of the queue waits
+//! for its retry, the messages behind it wait too (HL7 receivers expect events in order).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::channel::DestinationConfig;
+use crate::channel::destination::Destination;
+use crate::journal::{Delivery, DeliveryResult, Journal, TraceStep, now_micros};
+use crate::metrics::ChannelStats;
+
+pub(super) struct Worker {
+    pub journal: Journal,
+    pub channel: String,
+    pub config: DestinationConfig,
+    pub destination: Arc<dyn Destination>,
+    pub wake: Arc<Notify>,
+    pub stats: Arc<ChannelStats>,
+    pub shutdown: CancellationToken,
+}
+
+const BATCH: i64 = 64;
+/// Even without a wake-up, look at the queue this often (a reprocess from another node...).
+const POLL: Duration = Duration::from_secs(5);
+
+pub(super) async fn run(w: Worker) {
+    loop {
+        if w.shutdown.is_cancelled() {
+            return;
+        }
+        let head = match w.journal.outbox_head(&w.channel, &w.config.id, BATCH).await {
+            Ok(head) => head,
+            Err(e) => {
+                tracing::error!(channel = %w.channel, destination = %w.config.id, error = %e, "cannot read the outbox");
+                w.idle(POLL).await;
+                continue;
+            }
+        };
+        let now = now_micros();
+        let Some(first) = head.first() else {
+            w.idle(POLL).await;
+            continue;
+        };
+        if first.next_attempt_at > now {
+            let wait = Duration::from_micros((first.next_attempt_at - now) as u64);
+            w.idle(wait.min(POLL)).await;
+            continue;
+        }
+        let due: Vec<_> = head
+            .into_iter()
+            .take_while(|i| i.next_attempt_at <= now)
+            .collect();
+        if let Err(e) = w
+            .journal
+            .mark_inflight(due.iter().map(|i| i.id).collect())
+            .await
+        {
+            tracing::error!(error = %e, "cannot mark deliveries in flight");
+            w.idle(POLL).await;
+            continue;
+        }
+        let mut results = Vec::with_capacity(due.len());
+        let mut stop = false;
+        for item in &due {
+            if stop || w.shutdown.is_cancelled() {
+                results.push(Delivery {
+                    outbox_id: item.id,
+                    message_id: item.message_id,
+                    result: DeliveryResult::Release,
+                    step: None,
+                });
+                continue;
+            }
+            let at = now_micros();
+            let started = Instant::now();
+            let outcome = w.destination.deliver(&w.channel, item).await;
+            let took = started.elapsed();
+            w.stats.delivery_latency.observe(took);
+            let step_name = format!("destination:{}", w.config.id);
+            let step = |outcome: &str, detail: String| {
+                TraceStep::new(step_name.clone(), at, took.as_micros() as i64, outcome)
+                    .detail(detail)
+            };
+            let attempt = item.attempts as u32 + 1;
+            let (result, step) = match outcome {
+                Ok(note) => {
+                    w.stats.sent.fetch_add(1, Relaxed);
+                    w.stats.queued.fetch_sub(1, Relaxed);
+                    (DeliveryResult::Sent, step("sent", note))
+                }
+                Err(e) => match (e.permanent, w.config.retry.delay_after(attempt)) {
+                    (false, Some(delay)) => {
+                        stop = true;
+                        let at = now_micros() + delay.as_micros() as i64;
+                        let detail = format!(
+                            "attempt {attempt} failed: {}; next in {delay:.1?}",
+                            e.message
+                        );
+                        tracing::warn!(channel = %w.channel, destination = %w.config.id, "{detail}");
+                        (
+                            DeliveryResult::Retry {
+                                at,
+                                error: e.message,
+                            },
+                            step("retry", detail),
+                        )
+                    }
+                    (permanent, _) => {
+                        let why = if permanent {
+                            "refused"
+                        } else {
+                            "attempts exhausted"
+                        };
+                        let detail =
+                            format!("dead letter after attempt {attempt} ({why}): {}", e.message);
+                        tracing::error!(channel = %w.channel, destination = %w.config.id, "{detail}");
+                        w.stats.errored.fetch_add(1, Relaxed);
+                        w.stats.queued.fetch_sub(1, Relaxed);
+                        (
+                            DeliveryResult::Dead { error: e.message },
+                            step("dead", detail),
+                        )
+                    }
+                },
+            };
+            results.push(Delivery {
+                outbox_id: item.id,
+                message_id: item.message_id,
+                result,
+                step: Some(step),
+            });
+        }
+        if let Err(e) = w.journal.record_deliveries(results).await {
+            // The rows stay in flight; the next start puts them back (counted as redeliveries).
+            tracing::error!(channel = %w.channel, destination = %w.config.id, error = %e, "cannot record deliveries");
+            w.idle(POLL).await;
+        }
+    }
+}
+
+impl Worker {
+    async fn idle(&self, at_most: Duration) {
+        tokio::select! {
+            _ = self.wake.notified() => {}
+            _ = tokio::time::sleep(at_most) => {}
+            _ = self.shutdown.cancelled() => {}
+        }
+    }
+}
