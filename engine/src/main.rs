@@ -1,1 +1,170 @@
-fn main() {}
+//! The `passerelle` command.
+
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use passerelle::settings::{CommonArgs, ListenArgs, resolve};
+use passerelle::{bench, check, journal, serve, token};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "passerelle",
+    version,
+    about = "HL7 v2 / FHIR integration engine for hospitals"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the engine: MLLP and HTTP listeners, channels, journal.
+    Serve {
+        #[command(flatten)]
+        common: CommonArgs,
+        #[command(flatten)]
+        listen: ListenArgs,
+    },
+    /// Check the configuration and every channel; errors as file:line:col.
+    Check {
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+    /// API credentials.
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
+    /// Load generators.
+    Bench {
+        #[command(subcommand)]
+        target: BenchTarget,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenAction {
+    /// Create a bearer token and print it (once: only its hash is kept).
+    Issue {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// Who or what uses the token.
+        #[arg(long, default_value = "admin")]
+        name: String,
+        /// Scopes (repeatable); default `admin`.
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+    },
+    /// Revoke a token by its id (the part after `psl_`, before the second `_`).
+    Revoke {
+        #[command(flatten)]
+        common: CommonArgs,
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchTarget {
+    /// Send HL7 v2 over MLLP to a running engine and measure ACK throughput and latency.
+    Mllp(bench::MllpBenchArgs),
+}
+
+fn init_logs(json: bool, level: &str) {
+    let filter =
+        EnvFilter::try_from_env("PASSERELLE_LOG").unwrap_or_else(|_| EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn open_db(common: &CommonArgs) -> Result<sqlx::SqliteConnection> {
+    let (_, file) = common.config_file()?;
+    let data_dir = common.data_dir(&file);
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    journal::open_connection(&common.database_url(&file, &data_dir)).await
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Serve { common, listen } => {
+            let settings = resolve(&common, &listen)?;
+            init_logs(settings.log_json, &settings.log_level);
+            serve::run(settings).await?;
+        }
+        Command::Check { common } => {
+            let report = check::run(&common);
+            for problem in &report.problems {
+                println!("{problem}");
+            }
+            for (id, why) in &report.paused {
+                println!("note: channel `{id}` will be paused: {why}");
+            }
+            if !report.problems.is_empty() {
+                eprintln!("{} problem(s)", report.problems.len());
+                return Ok(ExitCode::FAILURE);
+            }
+            println!("ok: {} channel(s)", report.channels);
+        }
+        Command::Token {
+            action:
+                TokenAction::Issue {
+                    common,
+                    name,
+                    scopes,
+                },
+        } => {
+            let mut conn = open_db(&common).await?;
+            let issued = token::issue(&mut conn, &name, &scopes).await?;
+            eprintln!(
+                "token {} issued for {name}; it is shown once, keep it safe",
+                issued.id
+            );
+            println!("{}", issued.token);
+        }
+        Command::Token {
+            action: TokenAction::Revoke { common, id },
+        } => {
+            let mut conn = open_db(&common).await?;
+            if !token::revoke(&mut conn, &id).await? {
+                eprintln!("no active token {id}");
+                return Ok(ExitCode::FAILURE);
+            }
+            eprintln!("token {id} revoked");
+        }
+        Command::Bench {
+            target: BenchTarget::Mllp(args),
+        } => {
+            let report = bench::run(&args).await?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("{report}");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

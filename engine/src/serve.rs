@@ -1,0 +1,136 @@
+//! `passerelle serve`: opens the journal, starts the channels and the listeners, and stops
+//! them in order on SIGTERM / SIGINT (stop accepting, drain connections, flush).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use anyhow::{Context, Result, anyhow};
+use passerelle_connectors::mllp::{ServerStats, serve_with_stats};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{AppState, router};
+use crate::channel::{SourceConfig, load_dir};
+use crate::crypto::Cipher;
+use crate::diagnostic::Diagnostics;
+use crate::journal::{Journal, now_micros};
+use crate::runtime::Runtime;
+use crate::runtime::ingest::MllpIngest;
+use crate::settings::Settings;
+
+pub async fn run(settings: Settings) -> Result<()> {
+    std::fs::create_dir_all(&settings.data_dir)
+        .with_context(|| format!("creating the data dir {}", settings.data_dir.display()))?;
+    let loaded = load_dir(&settings.channels_dir);
+    if !loaded.problems.is_empty() {
+        return Err(anyhow!(Diagnostics(loaded.problems))
+            .context("the channels have errors (see `passerelle check`)"));
+    }
+    let cipher = Arc::new(Cipher::load_or_create(&settings.data_dir)?);
+    let journal = Journal::open(&settings.database_url, cipher).await?;
+    let runtime = Runtime::start(journal.clone(), loaded.channels).await?;
+
+    // One MLLP listener per address; a channel without its own address uses the main one.
+    let mllp_config = settings.mllp_server_config();
+    let max_size = mllp_config.max_frame_size;
+    let mut listeners: BTreeMap<SocketAddr, String> = BTreeMap::new();
+    for channel in runtime.channels().filter(|c| c.is_running()) {
+        let SourceConfig::Mllp { address, .. } = &channel.channel.source;
+        listeners.insert(address.unwrap_or(settings.mllp), channel.channel.id.clone());
+    }
+    let stop_mllp = CancellationToken::new();
+    let mllp_stats = Arc::new(ServerStats::default());
+    let mut mllp_tasks = Vec::new();
+    for (address, channel) in listeners {
+        let listener = TcpListener::bind(address)
+            .await
+            .with_context(|| format!("MLLP address {address}"))?;
+        let handler = Arc::new(
+            MllpIngest::new(runtime.clone(), &channel, max_size).expect("channel is loaded"),
+        );
+        tracing::info!(%address, %channel, tls = mllp_config.tls.is_some(), "MLLP listening");
+        mllp_tasks.push(tokio::spawn(serve_with_stats(
+            listener,
+            mllp_config.clone(),
+            handler,
+            stop_mllp.clone(),
+            mllp_stats.clone(),
+        )));
+    }
+
+    let state = AppState::new(runtime.clone(), mllp_stats);
+    let http = TcpListener::bind(settings.http)
+        .await
+        .with_context(|| format!("HTTP address {}", settings.http))?;
+    tracing::info!(address = %settings.http, "HTTP listening");
+    let stop_http = CancellationToken::new();
+    let http_task = {
+        let stop = stop_http.clone();
+        let app = router(state.clone());
+        tokio::spawn(async move {
+            axum::serve(
+                http,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await
+        })
+    };
+    let retention = tokio::spawn(retention_loop(journal.clone(), settings.clone()));
+    state.ready.store(true, Ordering::Release);
+    tracing::info!(data_dir = %settings.data_dir.display(), "passerelle is ready");
+
+    shutdown_signal().await;
+    tracing::info!("stopping: no new connections, draining");
+    state.ready.store(false, Ordering::Release);
+    stop_mllp.cancel();
+    for task in mllp_tasks {
+        if let Ok(Err(e)) = task.await {
+            tracing::warn!(error = %e, "MLLP listener stopped with an error");
+        }
+    }
+    retention.abort();
+    runtime.stop().await;
+    stop_http.cancel();
+    let _ = http_task.await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn retention_loop(journal: Journal, settings: Settings) {
+    let policy = settings.retention.clone();
+    if policy == Default::default() {
+        return;
+    }
+    let mut every = tokio::time::interval(settings.retention_interval);
+    loop {
+        every.tick().await;
+        match journal.prune(&policy, now_micros()).await {
+            Ok(r) if r.deleted > 0 => tracing::info!(
+                deleted = r.deleted,
+                bytes_before = r.file_bytes_before,
+                bytes_after = r.file_bytes_after,
+                "retention pruned the journal"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "retention failed"),
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

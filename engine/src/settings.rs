@@ -1,0 +1,161 @@
+//! Effective settings of a run: command-line flags and environment variables first, then
+//! `passerelle.toml`, then built-in defaults.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow};
+use clap::Args;
+
+use crate::config::{CONFIG_FILE, ConfigFile, DEFAULT_HTTP, DEFAULT_MLLP, duration_or};
+use crate::diagnostic::Diagnostics;
+use crate::journal::{PrunePolicy, default_url};
+
+/// Options shared by `serve`, `check` and the other commands that read a deployment.
+#[derive(Debug, Clone, Args)]
+pub struct CommonArgs {
+    /// Configuration file (default: ./passerelle.toml when present).
+    #[arg(long, env = "PASSERELLE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Where the journal, its key and runtime files live.
+    #[arg(long, env = "PASSERELLE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Database URL (default: sqlite under the data dir).
+    #[arg(long, env = "PASSERELLE_DATABASE_URL")]
+    pub database: Option<String>,
+    /// Directory of channel files.
+    #[arg(long, env = "PASSERELLE_CHANNELS")]
+    pub channels: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args, Default)]
+pub struct ListenArgs {
+    /// HTTP address for /fhir, /api, /health, /metrics.
+    #[arg(long, env = "PASSERELLE_HTTP")]
+    pub http: Option<String>,
+    /// Main MLLP address (the `hl7v2-inbound` channel's).
+    #[arg(long, env = "PASSERELLE_MLLP")]
+    pub mllp: Option<String>,
+    /// Log format: text or json.
+    #[arg(long, env = "PASSERELLE_LOG_FORMAT")]
+    pub log_format: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub file: ConfigFile,
+    pub data_dir: PathBuf,
+    pub database_url: String,
+    pub channels_dir: PathBuf,
+    pub http: SocketAddr,
+    pub mllp: SocketAddr,
+    pub log_json: bool,
+    pub log_level: String,
+    pub retention: PrunePolicy,
+    pub retention_interval: Duration,
+}
+
+impl CommonArgs {
+    /// The configuration file in force, if any, checked.
+    pub fn config_file(&self) -> Result<(Option<PathBuf>, ConfigFile)> {
+        let path = match &self.config {
+            Some(path) => Some(path.clone()),
+            None => Some(PathBuf::from(CONFIG_FILE)).filter(|p| p.exists()),
+        };
+        match &path {
+            Some(p) => {
+                let file = ConfigFile::load(p).map_err(|d| anyhow!(Diagnostics(d)))?;
+                Ok((path, file))
+            }
+            None => Ok((None, ConfigFile::default())),
+        }
+    }
+
+    pub fn data_dir(&self, file: &ConfigFile) -> PathBuf {
+        self.data_dir
+            .clone()
+            .or_else(|| file.data_dir.clone())
+            .unwrap_or_else(|| PathBuf::from("data"))
+    }
+
+    pub fn database_url(&self, file: &ConfigFile, data_dir: &Path) -> String {
+        self.database
+            .clone()
+            .or_else(|| file.database.clone())
+            .unwrap_or_else(|| default_url(data_dir))
+    }
+
+    pub fn channels_dir(&self, file: &ConfigFile) -> PathBuf {
+        self.channels
+            .clone()
+            .or_else(|| file.channels_dir.clone())
+            .unwrap_or_else(|| PathBuf::from("channels"))
+    }
+}
+
+pub fn resolve(common: &CommonArgs, listen: &ListenArgs) -> Result<Settings> {
+    let (_, file) = common.config_file()?;
+    let data_dir = common.data_dir(&file);
+    let database_url = common.database_url(&file, &data_dir);
+    let address = |flag: &Option<String>,
+                   from_file: &Option<String>,
+                   default: &str,
+                   what: &str|
+     -> Result<SocketAddr> {
+        let text = flag
+            .clone()
+            .or_else(|| from_file.clone())
+            .unwrap_or_else(|| default.to_string());
+        text.parse()
+            .with_context(|| format!("{what} address `{text}` is not like 127.0.0.1:8080"))
+    };
+    let http = address(&listen.http, &file.http.address, DEFAULT_HTTP, "HTTP")?;
+    let mllp = address(&listen.mllp, &file.mllp.address, DEFAULT_MLLP, "MLLP")?;
+    let log_format = listen
+        .log_format
+        .clone()
+        .or_else(|| file.log.format.clone())
+        .unwrap_or_else(|| "text".into());
+    if !matches!(log_format.as_str(), "text" | "json") {
+        return Err(anyhow!("log format `{log_format}`: expected text or json"));
+    }
+    Ok(Settings {
+        channels_dir: common.channels_dir(&file),
+        retention: file.retention.clone(),
+        retention_interval: file.retention.interval.unwrap_or(Duration::from_secs(3600)),
+        log_level: file.log.level.clone().unwrap_or_else(|| "info".into()),
+        log_json: log_format == "json",
+        data_dir,
+        database_url,
+        http,
+        mllp,
+        file,
+    })
+}
+
+impl Settings {
+    pub fn mllp_server_config(&self) -> passerelle_connectors::mllp::ServerConfig {
+        let section = &self.file.mllp;
+        let mut config = passerelle_connectors::mllp::ServerConfig::default();
+        if let Some(size) = section.max_message_size {
+            config.max_frame_size = size;
+        }
+        config.idle_timeout = duration_or(section.idle_timeout.as_deref(), config.idle_timeout);
+        if let Some(n) = section.max_connections {
+            config.max_connections = n;
+        }
+        if let Some(n) = section.pipeline_window {
+            config.pipeline_window = n.max(1);
+        }
+        config.tls = section
+            .tls
+            .as_ref()
+            .map(|t| passerelle_connectors::mllp::TlsConfig {
+                cert_chain_pem: t.certificate.clone(),
+                private_key_pem: t.private_key.clone(),
+                client_ca_pem: t.client_ca.clone(),
+            });
+        config
+    }
+}
