@@ -13,6 +13,11 @@ use serde::Serialize;
 use crate::journal::Status;
 use crate::journal::read::ChannelCounts;
 
+/// One exported counter family: metric name, help text, and how to read it from a snapshot.
+type CounterSeries = (&'static str, &'static str, fn(&CounterSnapshot) -> u64);
+/// One exported histogram family: metric name, help text, and the histogram it reads.
+type HistogramSeries = (&'static str, &'static str, fn(&ChannelStats) -> &Histogram);
+
 /// Upper bounds of the latency buckets, in seconds.
 const BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -135,7 +140,7 @@ impl Metrics {
 
     pub fn render(&self, extra: &[(&str, &str, f64)]) -> String {
         let mut out = String::with_capacity(4096);
-        let counters: [(&str, &str, fn(&CounterSnapshot) -> u64); 9] = [
+        let counters: [CounterSeries; 9] = [
             ("received", "Messages journaled", |s| s.received),
             ("acked", "Positive acknowledgements sent", |s| s.acked),
             (
@@ -181,7 +186,7 @@ impl Metrics {
                 let _ = writeln!(out, "{metric}{{channel=\"{id}\"}} {}", get(snap));
             }
         }
-        let histograms: [(&str, &str, fn(&ChannelStats) -> &Histogram); 3] = [
+        let histograms: [HistogramSeries; 3] = [
             (
                 "passerelle_ack_latency_seconds",
                 "Time from receipt to acknowledgement",

@@ -213,7 +213,9 @@ impl Journal {
     }
 
     pub async fn get_message(&self, id: i64) -> Result<Option<MessageDetail>> {
-        let sql = format!("SELECT {SUMMARY_COLUMNS}, raw FROM messages WHERE id = ?");
+        let sql = format!(
+            "SELECT {SUMMARY_COLUMNS}, raw, receive_us, receive_note FROM messages WHERE id = ?"
+        );
         let Some(row) = sqlx::query(AssertSqlSafe(sql))
             .bind(id)
             .fetch_optional(self.reader())
@@ -222,21 +224,37 @@ impl Journal {
             return Ok(None);
         };
         let raw = self.open_raw(id, row.get("raw"))?;
-        let trace = sqlx::query(
+        // The receive step lives on the message row itself (one row less per message).
+        let received_at: i64 = row.get("received_at");
+        let status: String = row.get("status");
+        let outcome = match status.as_str() {
+            "rejected" | "duplicate" => status.as_str(),
+            _ => "ok",
+        };
+        let note: Option<String> = row.get("receive_note");
+        let error: Option<String> = row.get("error");
+        let receive = TraceStep {
+            step: "receive".into(),
+            at: received_at,
+            duration_us: row.get("receive_us"),
+            outcome: outcome.into(),
+            detail: note.or(if status == "rejected" { error } else { None }),
+        };
+        let steps = sqlx::query(
             "SELECT step, at, duration_us, outcome, detail FROM trace WHERE message_id = ? ORDER BY seq",
         )
         .bind(id)
         .fetch_all(self.reader())
-        .await?
-        .iter()
-        .map(|r| TraceStep {
-            step: r.get("step"),
-            at: r.get("at"),
-            duration_us: r.get("duration_us"),
-            outcome: r.get("outcome"),
-            detail: r.get("detail"),
-        })
-        .collect();
+        .await?;
+        let trace = std::iter::once(receive)
+            .chain(steps.iter().map(|r| TraceStep {
+                step: r.get("step"),
+                at: r.get("at"),
+                duration_us: r.get("duration_us"),
+                outcome: r.get("outcome"),
+                detail: r.get("detail"),
+            }))
+            .collect();
         let outbox = sqlx::query(
             "SELECT id, destination, generation, status, attempts, redeliveries, next_attempt_at, last_error
              FROM outbox WHERE message_id = ? ORDER BY id",

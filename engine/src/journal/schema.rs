@@ -9,6 +9,8 @@ CREATE TABLE messages (
     source        TEXT    NOT NULL,
     peer          TEXT,
     received_at   INTEGER NOT NULL,          -- unix microseconds
+    receive_us    INTEGER NOT NULL DEFAULT 0, -- time from receipt to the commit request
+    receive_note  TEXT,                      -- what the receive step noticed (duplicate...)
     control_id    TEXT,                      -- MSH-10
     sender        TEXT    NOT NULL DEFAULT '', -- MSH-3^MSH-4
     message_type  TEXT,                      -- MSH-9 as TYPE^EVENT

@@ -1,0 +1,135 @@
+//! Appending received messages: duplicate detection and the insert, a batch at a time.
+
+use std::collections::HashMap;
+
+use anyhow::Result;
+use sqlx::{QueryBuilder, Row, Sqlite};
+
+use super::{Ids, Tx, raw_aad};
+use crate::crypto::Cipher;
+use crate::journal::model::{Appended, NewMessage, Status};
+use crate::journal::now_micros;
+
+/// Identity of a message for retransmission detection: channel, sender, control id.
+type Key = (String, String, String);
+
+fn key(m: &NewMessage) -> Option<Key> {
+    (m.status == Status::Received)
+        .then(|| {
+            m.control_id
+                .clone()
+                .map(|c| (m.channel.clone(), m.sender.clone(), c))
+        })
+        .flatten()
+}
+
+/// The latest accepted message with each key, among those already journaled.
+async fn earlier(tx: Tx<'_, '_>, keys: &[&Key]) -> Result<HashMap<Key, (i64, Option<Vec<u8>>)>> {
+    let mut found = HashMap::new();
+    for chunk in keys.chunks(300) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "SELECT m.id, m.digest, m.channel, m.sender, m.control_id FROM messages m JOIN (",
+        );
+        q.push_values(chunk.iter(), |mut b, (channel, sender, control_id)| {
+            b.push_bind(channel.clone())
+                .push_bind(sender.clone())
+                .push_bind(control_id.clone());
+        });
+        q.push(
+            ") AS k ON m.channel = k.column1 AND m.sender = k.column2 AND m.control_id = k.column3
+             WHERE m.status NOT IN ('rejected', 'duplicate') ORDER BY m.id",
+        );
+        for row in q.build().persistent(false).fetch_all(&mut **tx).await? {
+            let k = (row.get("channel"), row.get("sender"), row.get("control_id"));
+            found.insert(k, (row.get("id"), row.get("digest")));
+        }
+    }
+    Ok(found)
+}
+
+pub(super) async fn append_all(
+    tx: Tx<'_, '_>,
+    messages: Vec<NewMessage>,
+    cipher: &Cipher,
+    ids: &mut Ids,
+) -> Result<Vec<Appended>> {
+    let keys: Vec<Option<Key>> = messages.iter().map(key).collect();
+    let lookup: Vec<&Key> = keys.iter().flatten().collect();
+    let mut seen = if lookup.is_empty() {
+        HashMap::new()
+    } else {
+        earlier(tx, &lookup).await?
+    };
+    let now = now_micros();
+    let mut rows = Vec::with_capacity(messages.len());
+    let mut appended = Vec::with_capacity(messages.len());
+    for (m, key) in messages.into_iter().zip(keys) {
+        ids.message += 1;
+        let id = ids.message;
+        let digest = cipher.digest(&m.raw);
+        let mut duplicate_of = None;
+        let mut note = None;
+        if let Some(key) = key {
+            match seen.get(&key) {
+                Some((first, Some(d))) if *d == digest => duplicate_of = Some(*first),
+                Some((first, _)) => {
+                    note = Some(format!(
+                        "control id already used by message {first} with other content"
+                    ))
+                }
+                None => {}
+            }
+            if duplicate_of.is_none() {
+                seen.insert(key, (id, Some(digest.clone())));
+            }
+        }
+        if let Some(first) = duplicate_of {
+            note = Some(format!(
+                "retransmission of message {first}: not processed again"
+            ));
+        }
+        let status = if duplicate_of.is_some() {
+            Status::Duplicate
+        } else {
+            m.status
+        };
+        let sealed = cipher.seal(&m.raw, &raw_aad(id));
+        appended.push(Appended { id, duplicate_of });
+        rows.push((id, m, digest, sealed, status, duplicate_of, note));
+    }
+    // 20 values a row: 500 rows stay under SQLite's bound-value limit.
+    for chunk in rows.chunks(500) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO messages (id, channel, source, peer, received_at, receive_us, receive_note, control_id,
+                 sender, message_type, content_type, size, digest, raw, status, ack, error, duplicate_of,
+                 generation, updated_at) ",
+        );
+        q.push_values(
+            chunk,
+            |mut b, (id, m, digest, sealed, status, duplicate_of, note)| {
+                b.push_bind(*id)
+                    .push_bind(m.channel.clone())
+                    .push_bind(m.source.clone())
+                    .push_bind(m.peer.clone())
+                    .push_bind(m.received_at)
+                    .push_bind(m.receive_us)
+                    .push_bind(note.clone())
+                    .push_bind(m.control_id.clone())
+                    .push_bind(m.sender.clone())
+                    .push_bind(m.message_type.clone())
+                    .push_bind(m.content_type.clone())
+                    .push_bind(m.raw.len() as i64)
+                    .push_bind(digest.clone())
+                    .push_bind(sealed.clone())
+                    .push_bind(status.as_str())
+                    .push_bind(m.ack.clone())
+                    .push_bind(m.error.clone())
+                    .push_bind(*duplicate_of)
+                    .push_bind(0i64)
+                    .push_bind(now);
+            },
+        );
+        q.build().persistent(false).execute(&mut **tx).await?;
+    }
+    Ok(appended)
+}
