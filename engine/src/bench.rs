@@ -6,9 +6,17 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow};
 use clap::Args;
-use passerelle_connectors::mllp::{ClientConfig, MllpClient};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use passerelle_connectors::mllp::{
+    ClientConfig, Frame, FrameHandler, MllpClient, ServerConfig, serve,
+};
 use passerelle_hl7v2::Message;
-use passerelle_hl7v2::ack::read_ack;
+use passerelle_hl7v2::ack::{AckBuilder, AckCode, read_ack};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use serde::Serialize;
 
 #[derive(Debug, Clone, Args)]
@@ -28,6 +36,11 @@ pub struct MllpBenchArgs {
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Measure the peer instead of an engine: serve, on `--address`, an MLLP listener that
+    /// parses each message and answers AA without journaling it. The gap between this figure
+    /// and the engine's is the cost of durability.
+    #[arg(long)]
+    pub ceiling: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -68,10 +81,45 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[index].as_secs_f64() * 1000.0
 }
 
+/// The `--ceiling` peer: the same MLLP transport, parse and ACK as the engine, no journal.
+struct AckOnly;
+
+impl FrameHandler for AckOnly {
+    async fn handle(&self, frame: Frame, _peer: SocketAddr) -> Option<Bytes> {
+        let Frame::Message(bytes) = frame else {
+            return None;
+        };
+        let message = Message::parse(&bytes).ok()?;
+        let header = message.header();
+        let timestamp = chrono::Local::now().format("%Y%m%d%H%M%S%z").to_string();
+        let ack = AckBuilder::new(Some(&header), AckCode::AA, "CEILING", timestamp);
+        Some(Bytes::from(ack.build()))
+    }
+}
+
 pub async fn run(args: &MllpBenchArgs) -> Result<BenchReport> {
     if args.connections == 0 || args.messages == 0 {
         return Err(anyhow!("connections and messages must be at least 1"));
     }
+    if !args.ceiling {
+        return load(args).await;
+    }
+    let listener = TcpListener::bind(&args.address).await?;
+    let stop = CancellationToken::new();
+    let server = tokio::spawn(serve(
+        listener,
+        ServerConfig::default(),
+        Arc::new(AckOnly),
+        stop.clone(),
+    ));
+    let report = load(args).await;
+    stop.cancel();
+    let _ = server.await;
+    report
+}
+
+/// Sends the load to `args.address` and collects every ACK.
+async fn load(args: &MllpBenchArgs) -> Result<BenchReport> {
     let run_id = format!("B{}", chrono::Utc::now().timestamp_millis());
     let per_connection = args.messages.div_ceil(args.connections);
     let started = Instant::now();
