@@ -141,11 +141,6 @@ def test_message_list_rejects_bad_parameters(bundled_engine, query):
         assert "received" in body["error"] and "rejected" in body["error"], "lists the statuses"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: axum's own rejections (unparseable query value or path id) answer "
-    "400 text/plain instead of the API's JSON {\"error\": ...} body",
-)
 @pytest.mark.parametrize("method, path", [
     ("GET", "/api/messages?limit=abc"),
     ("GET", "/api/messages/abc"),

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
@@ -12,6 +12,7 @@ use passerelle_hl7v2::{Message, ParseOptions, SegmentView};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::extract::{ApiPath, ApiQuery};
 use super::{AppState, error};
 use crate::channel::SourceConfig;
 use crate::journal::read::{MessageQuery, iso};
@@ -39,7 +40,10 @@ fn parse_since(text: &str) -> Option<i64> {
         .map(|t| t.timestamp_micros())
 }
 
-pub async fn list(State(state): State<Arc<AppState>>, Query(p): Query<ListParams>) -> Response {
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    ApiQuery(p): ApiQuery<ListParams>,
+) -> Response {
     let status = match p.status.as_deref().filter(|s| !s.is_empty()) {
         Some(text) => match Status::parse(text) {
             Some(s) => Some(s),
@@ -126,7 +130,7 @@ fn segment_json(s: &SegmentView) -> Value {
     json!({ "id": s.id, "position": s.position, "fields": fields })
 }
 
-pub async fn detail(State(state): State<Arc<AppState>>, Path(id): Path<i64>) -> Response {
+pub async fn detail(State(state): State<Arc<AppState>>, ApiPath(id): ApiPath<i64>) -> Response {
     let detail = match state.runtime.journal().get_message(id).await {
         Ok(Some(d)) => d,
         Ok(None) => return error(StatusCode::NOT_FOUND, format!("no message {id}")),
@@ -182,8 +186,8 @@ pub struct ReprocessParams {
 
 pub async fn reprocess(
     State(state): State<Arc<AppState>>,
-    Path(id): Path<i64>,
-    Query(p): Query<ReprocessParams>,
+    ApiPath(id): ApiPath<i64>,
+    ApiQuery(p): ApiQuery<ReprocessParams>,
 ) -> Response {
     match state.runtime.reprocess(id, p.only_failed).await {
         Ok(Reprocessed::Rerun { channel, generation }) => (

@@ -1,6 +1,7 @@
 //! The HTTP side: `/health`, `/metrics` and the admin API under `/api` (bearer tokens).
 
 mod auth;
+mod extract;
 mod messages;
 
 use std::sync::Arc;
@@ -55,6 +56,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics))
         .nest("/api", admin)
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
 }
 
@@ -65,6 +67,13 @@ pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Response 
 
 async fn not_found() -> Response {
     error(StatusCode::NOT_FOUND, "no such path")
+}
+
+async fn method_not_allowed() -> Response {
+    error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method not allowed on this path",
+    )
 }
 
 async fn health(State(state): State<Arc<AppState>>) -> Response {
