@@ -77,11 +77,6 @@ def test_undeclared_latin1_on_a_utf8_channel_is_refused_with_a_hint(bundled_engi
     assert bundled_engine.messages(status="rejected")["total"] == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: when a non-UTF-8 byte is in MSH itself (here MSH-4), the refusal's MSA-2 "
-    "is empty although MSH-10 is plain ASCII, so the sender cannot match the AR to its message",
-)
 def test_refusal_for_undeclared_latin1_in_msh_still_echoes_the_control_id(bundled_engine):
     ack = send_hl7(bundled_engine.mllp_port, accented("CS-UNDECLARED"), "latin-1")
     assert (ack.code, ack.control_id) == ("AR", "CS-UNDECLARED")

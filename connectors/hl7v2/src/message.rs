@@ -58,6 +58,32 @@ impl<'a> Message<'a> {
     /// Parses a message. `bytes` is one message without MLLP framing; a UTF-8
     /// byte order mark before `MSH` is tolerated.
     pub fn parse_with(bytes: &'a [u8], opts: &ParseOptions) -> Result<Message<'a>, ParseError> {
+        Message::parse_impl(bytes, opts, false)
+    }
+
+    /// Reads the MSH segment alone, as leniently as possible, to acknowledge a
+    /// message that [`Message::parse_with`] refused: the answer should still
+    /// echo its control id and swap its sender and receiver.
+    ///
+    /// Only the first line is read and the required MSH fields are not
+    /// checked. Text that is not valid in its charset, or a charset that is not
+    /// supported, is read as ISO 8859-1, which maps every byte to one
+    /// character: an ACK built on this header ([`Header::charset`] is then
+    /// 8859/1) gives the sender's bytes back unchanged. Fails only when the
+    /// delimiters cannot be read.
+    pub fn parse_header_lenient(
+        bytes: &'a [u8],
+        opts: &ParseOptions,
+    ) -> Result<Message<'a>, ParseError> {
+        let first_line = memchr::memchr2(b'\r', b'\n', bytes).unwrap_or(bytes.len());
+        Message::parse_impl(&bytes[..first_line], opts, true)
+    }
+
+    fn parse_impl(
+        bytes: &'a [u8],
+        opts: &ParseOptions,
+        lenient: bool,
+    ) -> Result<Message<'a>, ParseError> {
         let bytes = bytes.strip_prefix(UTF8_BOM).unwrap_or(bytes);
         if u32::try_from(bytes.len()).is_err() {
             return Err(ParseError::new(
@@ -70,31 +96,44 @@ impl<'a> Message<'a> {
             ));
         }
         let head = read_raw_header(bytes)?;
-        let charset = if head.charset_label.is_empty() {
+        let mut charset = if head.charset_label.is_empty() {
             opts.default_charset
         } else {
             let label = String::from_utf8_lossy(head.charset_label);
-            Charset::from_label(&label).ok_or_else(|| {
-                ParseError::msh(
-                    ErrorCode::DataTypeError,
-                    18,
-                    format!(
-                        "unsupported character set {label:?} in MSH-18: supported are ASCII, 8859/1, 8859/15 and UNICODE UTF-8"
-                    ),
-                )
-            })?
+            match Charset::from_label(&label) {
+                Some(charset) => charset,
+                None if lenient => Charset::Latin1,
+                None => {
+                    return Err(ParseError::msh(
+                        ErrorCode::DataTypeError,
+                        18,
+                        format!(
+                            "unsupported character set {label:?} in MSH-18: supported are ASCII, 8859/1, 8859/15 and UNICODE UTF-8"
+                        ),
+                    ));
+                }
+            }
         };
-        let mut text = charset::decode(bytes, charset).map_err(|e| {
-            ParseError::new(
-                ErrorCode::DataTypeError,
-                None,
-                format!(
-                    "invalid {charset} text: byte 0x{:02X} at offset {} is not valid UTF-8; if the sender uses ISO 8859-1, it should say so in MSH-18 (8859/1)",
-                    bytes.get(e.offset).copied().unwrap_or(0),
-                    e.offset
-                ),
-            )
-        })?;
+        let mut text = match charset::decode(bytes, charset) {
+            Ok(text) => text,
+            Err(_) if lenient => {
+                charset = Charset::Latin1;
+                let mut latin1 = String::with_capacity(bytes.len() + bytes.len() / 8);
+                charset::decode_lossy(bytes, charset, &mut latin1);
+                Cow::Owned(latin1)
+            }
+            Err(e) => {
+                return Err(ParseError::new(
+                    ErrorCode::DataTypeError,
+                    None,
+                    format!(
+                        "invalid {charset} text: byte 0x{:02X} at offset {} is not valid UTF-8; if the sender uses ISO 8859-1, it should say so in MSH-18 (8859/1)",
+                        bytes.get(e.offset).copied().unwrap_or(0),
+                        e.offset
+                    ),
+                ));
+            }
+        };
         if head.small_tilde {
             if !matches!(charset, Charset::Utf8 | Charset::Ascii) {
                 return Err(ParseError::msh(
@@ -116,7 +155,9 @@ impl<'a> Message<'a> {
             segments,
             seps,
         };
-        message.check_header()?;
+        if !lenient {
+            message.check_header()?;
+        }
         Ok(message)
     }
 

@@ -4,7 +4,7 @@ use passerelle_hl7v2::ack::{
     AckBuilder, AckCode, AckError, AckMode, accept_ack_wanted, ack_mode, application_ack_wanted,
     read_ack,
 };
-use passerelle_hl7v2::{Charset, Delimiters, ErrorCode, Location, Message, escape};
+use passerelle_hl7v2::{Charset, Delimiters, ErrorCode, Location, Message, ParseOptions, escape};
 
 const TS: &str = "20240101120000+0100";
 
@@ -127,6 +127,42 @@ fn without_an_original_message() {
         no_loc.contains("ERR||MSH^1|100^Segment sequence error^HL70357|E||||empty message"),
         "{no_loc}"
     );
+}
+
+#[test]
+fn refusal_of_a_header_in_an_undeclared_charset_echoes_it_byte_for_byte() {
+    // Latin-1 in MSH-4 of a message that does not declare it (UTF-8 by default).
+    let bytes = b"MSH|^~\\&|HIS|CH\xc2TEAU|EHR|CHBM|2024||ADT^A01|C-1|P|2.5\rPID|1\r";
+    let err = Message::parse(bytes).unwrap_err();
+    assert_eq!(err.code, ErrorCode::DataTypeError);
+    let msh = Message::parse_header_lenient(bytes, &ParseOptions::default()).unwrap();
+    let h = msh.header();
+    assert_eq!(h.charset(), Charset::Latin1);
+    assert_eq!(h.control_id.as_deref(), Some("C-1"));
+    assert_eq!(h.sending_facility.as_deref(), Some("CH\u{c2}TEAU"));
+    assert_eq!(msh.segment_count(), 1, "the first line only");
+    let ack = AckBuilder::new(Some(&h), AckCode::AR, "A1", TS)
+        .error(AckError::from(&err))
+        .build();
+    let expected: &[u8] = b"MSH|^~\\&|EHR|CHBM|HIS|CH\xc2TEAU|20240101120000+0100||ACK^A01^ACK|A1|P|2.5\rMSA|AR|C-1\r";
+    assert_eq!(&ack[..expected.len()], expected);
+
+    // An unsupported MSH-18 is read the same way, keeping its label.
+    let jis = b"MSH|^~\\&|A|B|C|D|2024||ADT^A01|C-2|P|2.5||||||ISO IR87\r";
+    assert!(Message::parse(jis).is_err());
+    let msh = Message::parse_header_lenient(jis, &ParseOptions::default()).unwrap();
+    let ack = AckBuilder::new(Some(&msh.header()), AckCode::AR, "A2", TS).build_string();
+    assert!(ack.ends_with("|P|2.5||||||ISO IR87\rMSA|AR|C-2\r"), "{ack}");
+
+    // A header lacking required fields still gives its control id.
+    let short = b"MSH|^~\\&|A|B|C|D|2024||ADT^A01|C-3|P\r";
+    assert!(Message::parse(short).is_err());
+    let msh = Message::parse_header_lenient(short, &ParseOptions::default()).unwrap();
+    assert_eq!(msh.header().control_id.as_deref(), Some("C-3"));
+
+    // Without readable delimiters there is no header.
+    assert!(Message::parse_header_lenient(b"MSH|^~|A\r", &ParseOptions::default()).is_err());
+    assert!(Message::parse_header_lenient(b"PID|1\r", &ParseOptions::default()).is_err());
 }
 
 #[test]

@@ -231,13 +231,9 @@ impl MllpIngest {
         started: Instant,
         error: ParseError,
     ) -> Option<Bytes> {
-        // The MSH line alone often still parses (the fault is further down): use it so the
-        // sender can match our answer to its message.
-        let first_line_end = bytes
-            .iter()
-            .position(|b| *b == b'\r' || *b == b'\n')
-            .unwrap_or(bytes.len());
-        let msh_only = Message::parse_with(&bytes[..first_line_end], &self.options).ok();
+        // The MSH line alone can usually still be read (the fault is further down, or is a
+        // byte in the wrong charset): use it so the sender can match our answer to its message.
+        let msh_only = Message::parse_header_lenient(bytes, &self.options).ok();
         let header = msh_only.as_ref().map(|m| m.header());
         self.refuse(
             bytes.to_vec(),
@@ -264,11 +260,7 @@ impl FrameHandler for MllpIngest {
                         self.max_size
                     ),
                 );
-                let first_line_end = head
-                    .iter()
-                    .position(|b| *b == b'\r' || *b == b'\n')
-                    .unwrap_or(head.len());
-                let msh_only = Message::parse_with(&head[..first_line_end], &self.options).ok();
+                let msh_only = Message::parse_header_lenient(&head, &self.options).ok();
                 let header = msh_only.as_ref().map(|m| m.header());
                 // Only the head is kept: the journal must not become the way to store huge blobs.
                 self.refuse(head.to_vec(), peer, started, header.as_ref(), error)
