@@ -108,11 +108,6 @@ def test_broken_channel_line_is_exactly_file_line_col_message(tmp_path, case):
         assert line == where + message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: YAML syntax errors repeat the position inside the message "
-    "(`a.yaml:3:13: 3:13: mapping values are not allowed in this context`)",
-)
 def test_yaml_syntax_error_line_is_exactly_file_line_col_message(tmp_path):
     directory, _, where, message = broken_channel(tmp_path, "yaml-syntax")
     line = run("check", "--channels", str(directory), cwd=tmp_path).stdout.splitlines()[0]
@@ -195,11 +190,6 @@ def test_broken_config_file_is_reported_at_its_line_and_column(tmp_path, case):
     assert out.stdout.splitlines()[0].startswith(f"{config}:{line}:{column}: {message}"), out.stdout
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: config value errors point at the first occurrence of the key's name in the "
-    "file (text.find), e.g. [http] address instead of [mllp] address, or a comment",
-)
 @pytest.mark.parametrize("text, line_text", [
     ('[http]\naddress = "127.0.0.1:8080"\n[mllp]\naddress = "nowhere"\n', 'address = "nowhere"'),
     ('# idle_timeout: how long a silent connection stays open\n[mllp]\nidle_timeout = "soon"\n', 'idle_timeout = "soon"'),

@@ -120,10 +120,15 @@ fn yaml_error(file: &Path, text: &str, error: marked_yaml::FromYamlError) -> Dia
     match error {
         marked_yaml::FromYamlError::ParseYaml(e) => {
             let message = e.to_string();
-            // The loader's message carries "line L column C"; keep ours consistent.
-            let marker = load_error_marker(&e);
-            match marker {
-                Some((line, column)) => Diagnostic::new(file, line, column, message),
+            match load_error_marker(&e) {
+                Some(mark) => {
+                    // The loader starts most messages with "L:C: ", which the diagnostic
+                    // already gives in front.
+                    let message = message
+                        .strip_prefix(&format!("{mark}: "))
+                        .map_or_else(|| message.clone(), str::to_string);
+                    Diagnostic::new(file, mark.line(), mark.column(), message)
+                }
                 None => Diagnostic::new(file, 1, 1, message),
             }
         }
@@ -145,9 +150,9 @@ fn yaml_error(file: &Path, text: &str, error: marked_yaml::FromYamlError) -> Dia
     }
 }
 
-fn load_error_marker(e: &marked_yaml::LoadError) -> Option<(usize, usize)> {
+fn load_error_marker(e: &marked_yaml::LoadError) -> Option<&marked_yaml::Marker> {
     use marked_yaml::LoadError::*;
-    let mark = match e {
+    match e {
         TopLevelMustBeMapping(m)
         | TopLevelMustBeSequence(m)
         | UnexpectedAnchor(m)
@@ -155,8 +160,7 @@ fn load_error_marker(e: &marked_yaml::LoadError) -> Option<(usize, usize)> {
         | UnexpectedTag(m)
         | ScanError(m, _) => Some(m),
         DuplicateKey(inner) => inner.key.span().start(),
-    };
-    mark.map(|m| (m.line(), m.column()))
+    }
 }
 
 /// serde's messages speak of fields; an analyst writes keys.
@@ -694,6 +698,16 @@ destinations:
         assert!(
             !e[0].starts_with("channels/lab.yaml:1:1:"),
             "a real position: {e:?}"
+        );
+        assert_eq!(
+            errors("id: x\nsource:\n  type: mllp: tcp\n"),
+            vec!["channels/lab.yaml:3:13: mapping values are not allowed in this context"],
+            "the position is not repeated in the message"
+        );
+        let e = errors("id: x\nid: y\n");
+        assert!(
+            e[0].starts_with("channels/lab.yaml:2:1: Duplicate key \"id\""),
+            "{e:?}"
         );
     }
 
