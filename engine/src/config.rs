@@ -90,37 +90,34 @@ impl ConfigFile {
             )]
         })?;
         let mut problems = Vec::new();
-        let mut check = |key: &str, ok: bool, what: String| {
+        let mut check = |key: &[&str], ok: bool, what: String| {
             if !ok {
-                let offset = text.find(key).unwrap_or(0);
+                let offset = key_offset(text, key).unwrap_or(0);
                 problems.push(Diagnostic::at_offset(path, text, offset, what));
             }
         };
         for (key, value) in [
-            ("address", &config.http.address),
-            ("address", &config.mllp.address),
+            (["http", "address"], &config.http.address),
+            (["mllp", "address"], &config.mllp.address),
         ] {
             if let Some(v) = value {
                 check(
-                    key,
+                    &key,
                     v.parse::<SocketAddr>().is_ok(),
                     format!("`{v}` is not an address like 127.0.0.1:8080"),
                 );
             }
         }
         if let Some(v) = &config.mllp.idle_timeout {
-            let key = "idle_timeout";
-            {
-                check(
-                    key,
-                    humantime::parse_duration(v).is_ok(),
-                    format!("`{v}` is not a duration like 30s, 5m, 12h"),
-                );
-            }
+            check(
+                &["mllp", "idle_timeout"],
+                humantime::parse_duration(v).is_ok(),
+                format!("`{v}` is not a duration like 30s, 5m, 12h"),
+            );
         }
         if let Some(format) = &config.log.format {
             check(
-                "format",
+                &["log", "format"],
                 matches!(format.as_str(), "text" | "json"),
                 format!("log format `{format}`: expected text or json"),
             );
@@ -131,6 +128,23 @@ impl ConfigFile {
             Err(problems)
         }
     }
+}
+
+/// Byte offset of the key at `path` (`["mllp", "address"]`) where the file writes it, be it
+/// under a `[section]` header, as a dotted key or in an inline table. Searching the text for
+/// the name would find the same key of another section, or a comment.
+fn key_offset(text: &str, path: &[&str]) -> Option<usize> {
+    let document = toml::de::DeTable::parse(text).ok()?;
+    let (last, sections) = path.split_last()?;
+    let mut table = document.get_ref();
+    for section in sections {
+        match table.get(*section)?.get_ref() {
+            toml::de::DeValue::Table(inner) => table = inner,
+            _ => return None,
+        }
+    }
+    let (key, _) = table.get_key_value(*last)?;
+    Some(key.span().start)
 }
 
 pub fn duration_or(text: Option<&str>, default: Duration) -> Duration {
@@ -158,6 +172,23 @@ mod tests {
             "{}",
             err[0]
         );
+    }
+
+    #[test]
+    fn value_errors_point_at_the_key_of_their_own_section() {
+        let at =
+            |text: &str| ConfigFile::parse(Path::new("p.toml"), text).unwrap_err()[0].to_string();
+        assert_eq!(
+            at("[http]\naddress = \"127.0.0.1:8080\"\n[mllp]\naddress = \"nowhere\"\n"),
+            "p.toml:4:1: `nowhere` is not an address like 127.0.0.1:8080"
+        );
+        assert!(
+            at("# idle_timeout: how long\n[mllp]\n  idle_timeout = \"soon\"\n")
+                .starts_with("p.toml:3:3: "),
+            "not the comment"
+        );
+        assert!(at("mllp.idle_timeout = \"soon\"\n").starts_with("p.toml:1:6: "));
+        assert!(at("log = { level = \"info\", format = \"xml\" }\n").starts_with("p.toml:1:25: "));
     }
 
     #[test]
