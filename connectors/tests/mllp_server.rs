@@ -394,8 +394,51 @@ async fn client_sees_the_server_closing() {
     tokio::time::sleep(Duration::from_millis(400)).await;
     let err = client.send(b"MSH|late").await.unwrap_err();
     assert!(
-        matches!(err, MllpError::Closed | MllpError::Io(_)),
+        matches!(
+            err,
+            MllpError::Closed | MllpError::Io(_) | MllpError::Write(_)
+        ),
         "{err:?}"
     );
     server.stop().await;
+}
+
+#[tokio::test]
+async fn client_knows_before_sending_that_the_server_closed() {
+    let config = ServerConfig {
+        idle_timeout: Duration::from_millis(100),
+        ..ServerConfig::default()
+    };
+    let server = start(config, Echo).await;
+    let mut client = client(&server).await;
+    assert_eq!(&client.send(b"MSH|1").await.unwrap()[..], b"MSH|1");
+    assert!(!client.closed_within(Duration::ZERO).await, "still open");
+    assert!(
+        client.closed_within(Duration::from_secs(5)).await,
+        "closed by the idle timeout"
+    );
+    assert!(matches!(
+        client.send(b"MSH|2").await,
+        Err(MllpError::Closed)
+    ));
+    assert_eq!(server.stats.frames_received(), 1, "nothing written after");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn client_does_not_take_a_stray_frame_for_the_next_reply() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let peer = tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        stream.write_all(&framed(b"unasked")).await.unwrap();
+        stream
+    });
+    let mut client = MllpClient::connect(&addr, &client_config()).await.unwrap();
+    let _stream = peer.await.unwrap();
+    assert!(client.closed_within(Duration::from_secs(5)).await);
+    assert!(matches!(
+        client.send(b"MSH|1").await,
+        Err(MllpError::Closed)
+    ));
 }

@@ -233,12 +233,6 @@ def test_peer_that_does_not_answer_gets_the_message_again(make_engine, peer):
     assert peer.control_ids() == ["SILENT-1"] * 2, "at-least-once: the unacknowledged copy is sent again"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: the MLLP destination reuses a connection the peer has closed; the "
-    "next delivery fails on it ('MLLP connection is closed' / 'Connection reset by peer') "
-    "and costs an attempt and a backoff instead of reconnecting at once",
-)
 def test_peer_that_closes_after_each_ack_gets_each_message_in_one_attempt(make_engine, peer):
     peer.close_after_reply = True
     peer.start()

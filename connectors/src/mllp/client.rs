@@ -41,6 +41,10 @@ pub enum MllpError {
     Connect(io::Error),
     #[error("MLLP connection I/O error: {0}")]
     Io(io::Error),
+    /// Writing the frame failed: its end never left this side, so the peer
+    /// cannot have received it whole.
+    #[error("MLLP write failed: {0}")]
+    Write(io::Error),
     #[error("MLLP peer did not answer in time")]
     Timeout,
     #[error("MLLP connection is closed")]
@@ -127,6 +131,27 @@ impl MllpClient {
         })
     }
 
+    /// Whether the peer closes the connection within `wait` (zero: whether it
+    /// has closed it already), or sends something unasked, which would be
+    /// taken for the next reply. Some systems close after each reply, others
+    /// when idle: asking before reusing a connection costs no frame. True as
+    /// well after an error or a timeout; the connection is unusable when true.
+    pub async fn closed_within(&mut self, wait: Duration) -> bool {
+        if !self.usable {
+            return true;
+        }
+        // Let the runtime look at the socket first: an end of stream that
+        // arrived since it last did would not be seen otherwise.
+        tokio::task::yield_now().await;
+        // Between exchanges nothing is expected: anything readable is the end
+        // of the stream, an error or a stray frame. Reading is cancel-safe, a
+        // timeout loses nothing.
+        if timeout(wait, self.frames.next()).await.is_ok() {
+            self.usable = false;
+        }
+        !self.usable
+    }
+
     /// Sends one frame and waits for one reply frame.
     pub async fn send(&mut self, payload: &[u8]) -> Result<Bytes, MllpError> {
         self.prepare(payload)?;
@@ -178,8 +203,11 @@ impl MllpClient {
 
     async fn write_out(&mut self) -> Result<(), MllpError> {
         let stream = self.frames.get_mut();
-        stream.write_all(&self.out).await.map_err(MllpError::Io)?;
-        stream.flush().await.map_err(MllpError::Io)
+        stream
+            .write_all(&self.out)
+            .await
+            .map_err(MllpError::Write)?;
+        stream.flush().await.map_err(MllpError::Write)
     }
 }
 
