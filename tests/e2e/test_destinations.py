@@ -269,11 +269,6 @@ def test_unset_variable_pauses_the_channel_until_it_is_set(make_engine, peer, mo
     assert peer.control_ids() == ["UNPAUSED-1"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: the file destination does not replace `{message_type}` in file_name "
-    "although the channel format documents it (doc.rs); the file is named literally",
-)
 def test_file_name_template_replaces_the_message_type(make_engine, tmp_path):
     out = tmp_path / "out"
     destination = file_destination("archive", out).replace("{control_id}.hl7", "{message_type}-{control_id}.hl7")

@@ -76,7 +76,8 @@ pub struct DestinationDoc {
     pub kind: Text,
     /// `file`: the directory to write to.
     pub directory: Option<Text>,
-    /// `file`: name template; `{id}`, `{control_id}`, `{message_type}`, `{channel}` are replaced.
+    /// `file`: name template; `{id}`, `{control_id}`, `{message_type}` (`ADT_A01`), `{channel}`,
+    /// `{destination}` and `{generation}` are replaced.
     pub file_name: Option<Text>,
     /// `mllp`: `host:port` of the peer.
     pub address: Option<Text>,
