@@ -46,7 +46,7 @@ def main() -> int:
     args = p.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
-        engine = Engine(Path(tmp), ROOT / "channels", env={"RUST_LOG": "warn"}).start()
+        engine = Engine(Path(tmp), ROOT / "channels", env={"PASSERELLE_LOG": "warn"}).start()
         try:
             address = f"127.0.0.1:{engine.mllp_port}"
             run_bench(address, argparse.Namespace(connections=args.connections, messages=1000, size=args.size))  # warm-up

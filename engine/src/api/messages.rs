@@ -16,7 +16,7 @@ use super::extract::{ApiPath, ApiQuery};
 use super::{AppState, error};
 use crate::channel::SourceConfig;
 use crate::journal::read::{MessageQuery, iso};
-use crate::journal::{Reprocessed, Status};
+use crate::journal::{NoSuchMessage, Reprocessed, Status};
 
 const DEFAULT_LIMIT: i64 = 50;
 const MAX_LIMIT: i64 = 1000;
@@ -200,7 +200,7 @@ pub async fn reprocess(
             Json(json!({ "id": id, "channel": channel, "action": "requeued", "deliveries": count })),
         )
             .into_response(),
-        Err(e) if e.to_string().starts_with("no message") => error(StatusCode::NOT_FOUND, e.to_string()),
+        Err(e) if e.is::<NoSuchMessage>() => error(StatusCode::NOT_FOUND, e.to_string()),
         Err(e) => error(StatusCode::CONFLICT, format!("{e:#}")),
     }
 }

@@ -6,6 +6,7 @@
 //! message survives a crash or a power cut. Reads use a separate pool (WAL lets them run
 //! while the writer commits).
 
+mod checkpoint;
 pub mod model;
 pub mod read;
 pub mod retention;
@@ -109,6 +110,11 @@ impl Journal {
         let options = connect_options(url)?;
         let mut conn = options
             .clone()
+            // Checkpoints are the background task's job (checkpoint.rs).
+            .pragma("wal_autocheckpoint", "0")
+            // After a checkpoint the log restarts from its beginning; a log file that grew
+            // past 64 MiB during a burst is cut back then.
+            .pragma("journal_size_limit", "67108864")
             .connect()
             .await
             .context("opening the journal")?;
@@ -120,6 +126,7 @@ impl Journal {
         let (ops, rx) = mpsc::channel(8192);
         let path = options.get_filename().to_path_buf();
         tokio::spawn(writer::run(conn, rx, cipher.clone()));
+        tokio::spawn(checkpoint::run(base_options(url)?));
         Ok(Journal {
             inner: Arc::new(Inner {
                 ops,

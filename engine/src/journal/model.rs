@@ -177,3 +177,8 @@ pub struct Pending {
     pub generation: i64,
     pub raw: Vec<u8>,
 }
+
+/// The message asked for is not in the journal (never was, or pruned).
+#[derive(Debug, thiserror::Error)]
+#[error("no message {0}")]
+pub struct NoSuchMessage(pub i64);

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result};
 use serde::Serialize;
 use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite};
 
@@ -135,7 +135,7 @@ impl Journal {
             .bind(id)
             .fetch_optional(self.reader())
             .await?
-            .ok_or_else(|| anyhow!("no message {id}"))?;
+            .ok_or(NoSuchMessage(id))?;
         Ok(Pending {
             id,
             channel: row.get("channel"),

@@ -3,15 +3,19 @@
 use std::collections::HashMap;
 
 use anyhow::Result;
-use sqlx::{QueryBuilder, Row, Sqlite};
+use sqlx::{Row, SqliteConnection};
 
-use super::{Ids, Tx, raw_aad};
+use super::script::Script;
+use super::{Ids, raw_aad};
 use crate::crypto::Cipher;
 use crate::journal::model::{Appended, NewMessage, Status};
 use crate::journal::now_micros;
 
 /// Identity of a message for retransmission detection: channel, sender, control id.
 type Key = (String, String, String);
+
+/// The latest accepted message with each key: id and digest of its raw bytes.
+type Earlier = HashMap<Key, (i64, Option<Vec<u8>>)>;
 
 fn key(m: &NewMessage) -> Option<Key> {
     (m.status == Status::Received)
@@ -23,14 +27,21 @@ fn key(m: &NewMessage) -> Option<Key> {
         .flatten()
 }
 
-/// The latest accepted message with each key, among those already journaled.
-async fn earlier(tx: Tx<'_, '_>, keys: &[&Key]) -> Result<HashMap<Key, (i64, Option<Vec<u8>>)>> {
-    let mut found = HashMap::new();
+/// Opens the write transaction and, in the same round trip, looks up the messages already
+/// journaled under the keys of this batch.
+pub(super) async fn begin_and_find_earlier(
+    conn: &mut SqliteConnection,
+    messages: &[&NewMessage],
+) -> Result<Earlier> {
+    let keys: Vec<Key> = messages.iter().filter_map(|m| key(m)).collect();
+    let mut script = Script::new();
+    script.statement("BEGIN IMMEDIATE");
+    // Three values a key: 300 keys stay well under SQLite's bound-value limit.
     for chunk in keys.chunks(300) {
-        let mut q = QueryBuilder::<Sqlite>::new(
+        let q = script.statement(
             "SELECT m.id, m.digest, m.channel, m.sender, m.control_id FROM messages m JOIN (",
         );
-        q.push_values(chunk.iter(), |mut b, (channel, sender, control_id)| {
+        q.push_values(chunk, |mut b, (channel, sender, control_id)| {
             b.push_bind(channel.clone())
                 .push_bind(sender.clone())
                 .push_bind(control_id.clone());
@@ -39,38 +50,35 @@ async fn earlier(tx: Tx<'_, '_>, keys: &[&Key]) -> Result<HashMap<Key, (i64, Opt
             ") AS k ON m.channel = k.column1 AND m.sender = k.column2 AND m.control_id = k.column3
              WHERE m.status NOT IN ('rejected', 'duplicate') ORDER BY m.id",
         );
-        for row in q.build().persistent(false).fetch_all(&mut **tx).await? {
-            let k = (row.get("channel"), row.get("sender"), row.get("control_id"));
-            found.insert(k, (row.get("id"), row.get("digest")));
-        }
+    }
+    let mut found = HashMap::new();
+    for row in script.fetch(conn).await? {
+        let k = (row.get("channel"), row.get("sender"), row.get("control_id"));
+        found.insert(k, (row.get("id"), row.get("digest")));
     }
     Ok(found)
 }
 
-pub(super) async fn append_all(
-    tx: Tx<'_, '_>,
-    messages: Vec<NewMessage>,
+/// Adds the inserts of `messages` to the script. A message whose key and content match an
+/// earlier one (in the journal, or earlier in this batch) is stored as a duplicate of it.
+pub(super) fn push(
+    script: &mut Script,
+    messages: &[&NewMessage],
+    mut earlier: Earlier,
     cipher: &Cipher,
     ids: &mut Ids,
-) -> Result<Vec<Appended>> {
-    let keys: Vec<Option<Key>> = messages.iter().map(key).collect();
-    let lookup: Vec<&Key> = keys.iter().flatten().collect();
-    let mut seen = if lookup.is_empty() {
-        HashMap::new()
-    } else {
-        earlier(tx, &lookup).await?
-    };
+) -> Vec<Appended> {
     let now = now_micros();
     let mut rows = Vec::with_capacity(messages.len());
     let mut appended = Vec::with_capacity(messages.len());
-    for (m, key) in messages.into_iter().zip(keys) {
+    for m in messages {
         ids.message += 1;
         let id = ids.message;
         let digest = cipher.digest(&m.raw);
         let mut duplicate_of = None;
         let mut note = None;
-        if let Some(key) = key {
-            match seen.get(&key) {
+        if let Some(key) = key(m) {
+            match earlier.get(&key) {
                 Some((first, Some(d))) if *d == digest => duplicate_of = Some(*first),
                 Some((first, _)) => {
                     note = Some(format!(
@@ -80,7 +88,7 @@ pub(super) async fn append_all(
                 None => {}
             }
             if duplicate_of.is_none() {
-                seen.insert(key, (id, Some(digest.clone())));
+                earlier.insert(key, (id, Some(digest.clone())));
             }
         }
         if let Some(first) = duplicate_of {
@@ -95,11 +103,11 @@ pub(super) async fn append_all(
         };
         let sealed = cipher.seal(&m.raw, &raw_aad(id));
         appended.push(Appended { id, duplicate_of });
-        rows.push((id, m, digest, sealed, status, duplicate_of, note));
+        rows.push((id, *m, digest, sealed, status, duplicate_of, note));
     }
     // 20 values a row: 500 rows stay under SQLite's bound-value limit.
     for chunk in rows.chunks(500) {
-        let mut q = QueryBuilder::<Sqlite>::new(
+        let q = script.statement(
             "INSERT INTO messages (id, channel, source, peer, received_at, receive_us, receive_note, control_id,
                  sender, message_type, content_type, size, digest, raw, status, ack, error, duplicate_of,
                  generation, updated_at) ",
@@ -129,7 +137,6 @@ pub(super) async fn append_all(
                     .push_bind(now);
             },
         );
-        q.build().persistent(false).execute(&mut **tx).await?;
     }
-    Ok(appended)
+    appended
 }

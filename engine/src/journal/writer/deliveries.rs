@@ -1,74 +1,100 @@
 //! Outbox bookkeeping: deliveries in flight and their results, reprocess, crash recovery.
 
-use anyhow::{Result, anyhow};
+use anyhow::Result;
+use sqlx::SqliteConnection;
 
-use super::{Ids, Tx, insert_trace};
+use super::script::Script;
+use super::{Ids, insert_trace};
 use crate::journal::Reprocessed;
-use crate::journal::model::{Delivery, DeliveryResult, TraceStep};
+use crate::journal::model::{Delivery, DeliveryResult, NoSuchMessage, TraceStep};
 use crate::journal::now_micros;
 
-pub(super) async fn mark_inflight(tx: Tx<'_, '_>, list: Vec<i64>) -> Result<()> {
+pub(super) fn push_inflight(script: &mut Script, list: &[i64]) {
     let now = now_micros();
-    for id in list {
-        sqlx::query("UPDATE outbox SET status = 'inflight', updated_at = ? WHERE id = ? AND status = 'pending'")
-            .bind(now)
-            .bind(id)
-            .execute(&mut **tx)
-            .await?;
+    for chunk in list.chunks(500) {
+        let q = script.statement("UPDATE outbox SET status = 'inflight', updated_at = ");
+        q.push_bind(now);
+        q.push(" WHERE status = 'pending' AND id IN (");
+        let mut sep = q.separated(", ");
+        for id in chunk {
+            sep.push_bind(*id);
+        }
+        q.push(")");
     }
-    Ok(())
 }
 
-pub(super) async fn record(tx: Tx<'_, '_>, list: Vec<Delivery>, ids: &mut Ids) -> Result<()> {
+pub(super) fn push_results(script: &mut Script, list: &[Delivery], ids: &mut Ids) {
     let now = now_micros();
     for d in list {
-        let query = match &d.result {
-            DeliveryResult::Sent => sqlx::query(
-                "UPDATE outbox SET status = 'sent', attempts = attempts + 1, last_error = NULL, updated_at = ?
-                 WHERE id = ?",
-            )
-            .bind(now)
-            .bind(d.outbox_id),
-            DeliveryResult::Retry { at, error } => sqlx::query(
-                "UPDATE outbox SET status = 'pending', attempts = attempts + 1, next_attempt_at = ?,
-                     last_error = ?, updated_at = ? WHERE id = ?",
-            )
-            .bind(*at)
-            .bind(error.clone())
-            .bind(now)
-            .bind(d.outbox_id),
-            DeliveryResult::Dead { error } => sqlx::query(
-                "UPDATE outbox SET status = 'dead', attempts = attempts + 1, last_error = ?, updated_at = ?
-                 WHERE id = ?",
-            )
-            .bind(error.clone())
-            .bind(now)
-            .bind(d.outbox_id),
-            DeliveryResult::Release => sqlx::query(
-                "UPDATE outbox SET status = 'pending', updated_at = ? WHERE id = ? AND status = 'inflight'",
-            )
-            .bind(now)
-            .bind(d.outbox_id),
-        };
-        query.execute(&mut **tx).await?;
+        match &d.result {
+            DeliveryResult::Sent => {
+                let q = script.statement(
+                    "UPDATE outbox SET status = 'sent', attempts = attempts + 1, last_error = NULL, updated_at = ",
+                );
+                q.push_bind(now).push(" WHERE id = ").push_bind(d.outbox_id);
+            }
+            DeliveryResult::Retry { at, error } => {
+                let q = script.statement(
+                    "UPDATE outbox SET status = 'pending', attempts = attempts + 1, next_attempt_at = ",
+                );
+                q.push_bind(*at)
+                    .push(", last_error = ")
+                    .push_bind(error.clone())
+                    .push(", updated_at = ")
+                    .push_bind(now)
+                    .push(" WHERE id = ")
+                    .push_bind(d.outbox_id);
+            }
+            DeliveryResult::Dead { error } => {
+                let q = script.statement(
+                    "UPDATE outbox SET status = 'dead', attempts = attempts + 1, last_error = ",
+                );
+                q.push_bind(error.clone())
+                    .push(", updated_at = ")
+                    .push_bind(now)
+                    .push(" WHERE id = ")
+                    .push_bind(d.outbox_id);
+            }
+            DeliveryResult::Release => {
+                let q = script.statement("UPDATE outbox SET status = 'pending', updated_at = ");
+                q.push_bind(now)
+                    .push(" WHERE status = 'inflight' AND id = ")
+                    .push_bind(d.outbox_id);
+            }
+        }
         if let Some(step) = &d.step {
-            let generation: i64 = sqlx::query_scalar("SELECT generation FROM outbox WHERE id = ?")
-                .bind(d.outbox_id)
-                .fetch_one(&mut **tx)
-                .await?;
-            insert_trace(tx, ids, d.message_id, generation, step).await?;
+            ids.trace_seq += 1;
+            // The step belongs to the run the delivery was made for: the outbox entry's.
+            let q = script.statement(
+                "INSERT INTO trace (message_id, seq, generation, step, at, duration_us, outcome, detail)
+                 SELECT ",
+            );
+            q.push_bind(d.message_id)
+                .push(", ")
+                .push_bind(ids.trace_seq)
+                .push(", o.generation, ")
+                .push_bind(step.step.clone())
+                .push(", ")
+                .push_bind(step.at)
+                .push(", ")
+                .push_bind(step.duration_us)
+                .push(", ")
+                .push_bind(step.outcome.clone())
+                .push(", ")
+                .push_bind(step.detail.clone())
+                .push(" FROM outbox o WHERE o.id = ")
+                .push_bind(d.outbox_id);
         }
         if !matches!(d.result, DeliveryResult::Release) {
-            settle_message(tx, d.message_id, now).await?;
+            push_settle(script, d.message_id, now);
         }
     }
-    Ok(())
 }
 
 /// A message's status follows its current generation's outbox: any dead letter makes it
 /// errored, anything still queued keeps it queued, otherwise it has been sent everywhere.
-async fn settle_message(tx: Tx<'_, '_>, id: i64, now: i64) -> Result<()> {
-    sqlx::query(
+fn push_settle(script: &mut Script, id: i64, now: i64) {
+    let q = script.statement(
         "UPDATE messages SET
             status = CASE
                 WHEN EXISTS (SELECT 1 FROM outbox o WHERE o.message_id = messages.id
@@ -78,18 +104,15 @@ async fn settle_message(tx: Tx<'_, '_>, id: i64, now: i64) -> Result<()> {
                 ELSE 'sent' END,
             error = (SELECT o.destination || ': ' || o.last_error FROM outbox o WHERE o.message_id = messages.id
                      AND o.generation = messages.generation AND o.status = 'dead' ORDER BY o.id LIMIT 1),
-            updated_at = ?
-         WHERE id = ? AND status IN ('queued', 'sent', 'errored')",
-    )
-    .bind(now)
-    .bind(id)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+            updated_at = ",
+    );
+    q.push_bind(now)
+        .push(" WHERE status IN ('queued', 'sent', 'errored') AND id = ")
+        .push_bind(id);
 }
 
 pub(super) async fn reprocess(
-    tx: Tx<'_, '_>,
+    conn: &mut SqliteConnection,
     id: i64,
     only_failed: bool,
     ids: &mut Ids,
@@ -98,9 +121,9 @@ pub(super) async fn reprocess(
     let row: Option<(String, i64)> =
         sqlx::query_as("SELECT channel, generation FROM messages WHERE id = ?")
             .bind(id)
-            .fetch_optional(&mut **tx)
+            .fetch_optional(&mut *conn)
             .await?;
-    let (channel, generation) = row.ok_or_else(|| anyhow!("no message {id}"))?;
+    let (channel, generation) = row.ok_or(NoSuchMessage(id))?;
     if only_failed {
         let done = sqlx::query(
             "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = ?, updated_at = ?
@@ -110,7 +133,7 @@ pub(super) async fn reprocess(
         .bind(now)
         .bind(id)
         .bind(generation)
-        .execute(&mut **tx)
+        .execute(&mut *conn)
         .await?;
         let count = done.rows_affected();
         if count > 0 {
@@ -119,12 +142,12 @@ pub(super) async fn reprocess(
             )
             .bind(now)
             .bind(id)
-            .execute(&mut **tx)
+            .execute(&mut *conn)
             .await?;
         }
         let step = TraceStep::new("reprocess", now, 0, "ok")
             .detail(format!("{count} dead-lettered deliveries queued again"));
-        insert_trace(tx, ids, id, generation, &step).await?;
+        insert_trace(conn, ids, id, generation, &step).await?;
         return Ok(Reprocessed::Requeued { channel, count });
     }
     let generation = generation + 1;
@@ -135,7 +158,7 @@ pub(super) async fn reprocess(
     .bind(generation)
     .bind(now)
     .bind(id)
-    .execute(&mut **tx)
+    .execute(&mut *conn)
     .await?;
     // Deliveries not yet made for the earlier run would repeat the new run's: cancel them.
     sqlx::query(
@@ -145,22 +168,22 @@ pub(super) async fn reprocess(
     .bind(now)
     .bind(id)
     .bind(generation)
-    .execute(&mut **tx)
+    .execute(&mut *conn)
     .await?;
     let step =
         TraceStep::new("reprocess", now, 0, "ok").detail(format!("run {generation} started"));
-    insert_trace(tx, ids, id, generation, &step).await?;
+    insert_trace(conn, ids, id, generation, &step).await?;
     Ok(Reprocessed::Rerun {
         channel,
         generation,
     })
 }
 
-pub(super) async fn recover_inflight(tx: Tx<'_, '_>) -> Result<u64> {
+pub(super) async fn recover_inflight(conn: &mut SqliteConnection) -> Result<u64> {
     let done = sqlx::query(
         "UPDATE outbox SET status = 'pending', redeliveries = redeliveries + 1 WHERE status = 'inflight'",
     )
-    .execute(&mut **tx)
+    .execute(&mut *conn)
     .await?;
     Ok(done.rows_affected())
 }

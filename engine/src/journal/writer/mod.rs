@@ -8,11 +8,13 @@
 mod append;
 mod deliveries;
 mod processed;
+mod script;
 
 use std::sync::Arc;
 
 use anyhow::{Result, anyhow};
-use sqlx::{Connection, Executor, Sqlite, SqliteConnection, Transaction};
+use script::Script;
+use sqlx::{Executor, Sqlite, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
 
 use super::Reprocessed;
@@ -20,7 +22,6 @@ use super::model::*;
 use crate::crypto::Cipher;
 
 type Reply<T> = oneshot::Sender<Result<T>>;
-type Tx<'t, 'c> = &'t mut Transaction<'c, Sqlite>;
 
 pub(super) enum Op {
     Append(Box<NewMessage>, Reply<Appended>),
@@ -47,41 +48,51 @@ pub(super) struct Ids {
     trace_seq: i64,
 }
 
-/// Sends an operation's answer once the batch's fate is known.
-type Answer = Box<dyn FnOnce(Option<&anyhow::Error>) + Send>;
-
-fn answer<T: Send + 'static>(reply: Reply<T>, result: Result<T>) -> Answer {
-    Box::new(move |commit_error| {
-        let result = match commit_error {
-            Some(e) => Err(anyhow!("journal commit failed: {e:#}")),
-            None => result,
-        };
-        let _ = reply.send(result);
-    })
+/// What an operation produced; sent to its caller once the batch is committed.
+enum Done {
+    Appended(Appended),
+    Unit,
+    Reprocessed(Reprocessed),
+    Count(u64),
 }
 
-/// Operations of one batch, sorted by kind. Appends go first: the other operations can only
-/// concern messages committed by earlier batches, so this order changes no outcome.
-#[derive(Default)]
-struct Batch {
-    appends: Vec<(NewMessage, Reply<Appended>)>,
-    processed: Vec<(Processed, Reply<()>)>,
-    others: Vec<Op>,
-    after_commit: Vec<Op>,
-}
-
-impl Batch {
-    fn sort(ops: &mut Vec<Op>) -> Batch {
-        let mut b = Batch::default();
-        for op in ops.drain(..) {
-            match op {
-                Op::Append(m, reply) => b.appends.push((*m, reply)),
-                Op::Processed(p, reply) => b.processed.push((*p, reply)),
-                op @ (Op::Compact(_) | Op::Flush(_)) => b.after_commit.push(op),
-                op => b.others.push(op),
-            }
+impl Op {
+    /// Answers the caller.
+    fn answer(self, result: Result<Done>) {
+        fn send<T>(reply: Reply<T>, result: Result<T>) {
+            // The caller may have given up waiting; the outcome stands in the journal anyway.
+            let _ = reply.send(result);
         }
-        b
+        match (self, result) {
+            (Op::Append(_, r), Ok(Done::Appended(a))) => send(r, Ok(a)),
+            (Op::Reprocess { reply, .. }, Ok(Done::Reprocessed(x))) => send(reply, Ok(x)),
+            (Op::RecoverInflight(r) | Op::Delete(_, r), Ok(Done::Count(n))) => send(r, Ok(n)),
+            (
+                Op::Processed(_, r)
+                | Op::Inflight(_, r)
+                | Op::Delivered(_, r)
+                | Op::Compact(r)
+                | Op::Flush(r),
+                Ok(Done::Unit),
+            ) => send(r, Ok(())),
+            (op, Ok(_)) => op.answer(Err(anyhow!("journal writer: unexpected result kind"))),
+            (Op::Append(_, r), Err(e)) => send(r, Err(e)),
+            (Op::Reprocess { reply, .. }, Err(e)) => send(reply, Err(e)),
+            (Op::RecoverInflight(r) | Op::Delete(_, r), Err(e)) => send(r, Err(e)),
+            (
+                Op::Processed(_, r)
+                | Op::Inflight(_, r)
+                | Op::Delivered(_, r)
+                | Op::Compact(r)
+                | Op::Flush(r),
+                Err(e),
+            ) => send(r, Err(e)),
+        }
+    }
+
+    /// Operations that run outside any transaction, after the batch's commit.
+    fn after_commit(&self) -> bool {
+        matches!(self, Op::Compact(_) | Op::Flush(_))
     }
 }
 
@@ -99,64 +110,130 @@ pub(super) async fn run(
     };
     let mut ops = Vec::with_capacity(1024);
     while rx.recv_many(&mut ops, 1024).await > 0 {
-        let size = ops.len();
         let started = std::time::Instant::now();
-        let batch = Batch::sort(&mut ops);
-        let mut answers: Vec<Answer> = Vec::new();
-        let outcome = async {
-            let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-            if !batch.appends.is_empty() {
-                let (messages, replies): (Vec<_>, Vec<_>) = batch.appends.into_iter().unzip();
-                match append::append_all(&mut tx, messages, &cipher, &mut ids).await {
-                    Ok(appended) => {
-                        for (reply, a) in replies.into_iter().zip(appended) {
-                            answers.push(answer(reply, Ok(a)));
-                        }
+        let (later, batch): (Vec<Op>, Vec<Op>) = ops.drain(..).partition(Op::after_commit);
+        let size = batch.len();
+        if !batch.is_empty() {
+            match commit(&mut conn, &batch, &cipher, &mut ids).await {
+                Ok(done) => {
+                    for (op, d) in batch.into_iter().zip(done) {
+                        op.answer(Ok(d));
                     }
-                    // The whole transaction is abandoned: nobody in this batch gets an ACK.
-                    Err(e) => return Err(e),
+                }
+                Err(e) => {
+                    ids = recover(&mut conn, ids, &e).await;
+                    // One bad operation must not fail its neighbours: each runs again alone,
+                    // and only the ones that fail on their own get the error.
+                    for op in batch {
+                        let alone =
+                            commit(&mut conn, std::slice::from_ref(&op), &cipher, &mut ids).await;
+                        let alone = match alone {
+                            Ok(mut done) => Ok(done.remove(0)),
+                            Err(e) => {
+                                ids = recover(&mut conn, ids, &e).await;
+                                Err(e)
+                            }
+                        };
+                        op.answer(alone);
+                    }
                 }
             }
-            if !batch.processed.is_empty() {
-                let (list, replies): (Vec<_>, Vec<_>) = batch.processed.into_iter().unzip();
-                processed::record_all(&mut tx, list, &cipher, &mut ids).await?;
-                answers.extend(replies.into_iter().map(|r| answer(r, Ok(()))));
-            }
-            for op in batch.others {
-                answers.push(apply(&mut tx, op, &mut ids).await);
-            }
-            tx.commit().await?;
-            anyhow::Ok(())
-        }
-        .await;
-        let error = outcome.err();
-        if let Some(e) = &error {
-            tracing::error!(error = %e, "journal commit failed");
-            // Ids may have been consumed by rolled back rows: reload them.
-            if let Ok(fresh) = load_ids(&mut conn).await {
-                ids = fresh;
-            }
-        }
-        for a in answers {
-            a(error.as_ref());
         }
         tracing::debug!(
             ops = size,
             micros = started.elapsed().as_micros() as u64,
             "journal batch"
         );
-        for op in batch.after_commit {
-            match op {
-                Op::Compact(reply) => {
-                    let _ = reply.send(compact(&mut conn).await);
-                }
-                Op::Flush(reply) => {
-                    let _ = reply.send(Ok(()));
-                }
-                _ => unreachable!("only out-of-transaction operations are deferred"),
-            }
+        for op in later {
+            let result = match op {
+                Op::Compact(_) => compact(&mut conn).await.map(|_| Done::Unit),
+                _ => Ok(Done::Unit),
+            };
+            op.answer(result);
         }
     }
+}
+
+/// After a failed batch: the transaction is rolled back and the ids its rows consumed are
+/// read again.
+async fn recover(conn: &mut SqliteConnection, ids: Ids, error: &anyhow::Error) -> Ids {
+    tracing::error!(error = %error, "journal commit failed");
+    // Fails harmlessly when the failure already ended the transaction.
+    let _ = conn.execute("ROLLBACK").await;
+    load_ids(conn).await.unwrap_or(ids)
+}
+
+/// Applies `ops` in one transaction and commits it (one fsync). The hot operations (appends,
+/// processing results, deliveries) are written as one script: a batch costs two round trips
+/// to the database thread, whatever its size.
+async fn commit(
+    conn: &mut SqliteConnection,
+    ops: &[Op],
+    cipher: &Cipher,
+    ids: &mut Ids,
+) -> Result<Vec<Done>> {
+    let appends: Vec<&NewMessage> = ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::Append(m, _) => Some(&**m),
+            _ => None,
+        })
+        .collect();
+    let mut script = Script::new();
+    let mut appended = if appends.is_empty() {
+        script.statement("BEGIN IMMEDIATE");
+        Vec::new()
+    } else {
+        let earlier = append::begin_and_find_earlier(conn, &appends).await?;
+        append::push(&mut script, &appends, earlier, cipher, ids)
+    }
+    .into_iter();
+    let processed: Vec<&Processed> = ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::Processed(p, _) => Some(&**p),
+            _ => None,
+        })
+        .collect();
+    processed::push(&mut script, &processed, cipher, ids);
+
+    let mut done = Vec::with_capacity(ops.len());
+    for op in ops {
+        done.push(match op {
+            Op::Append(..) => Done::Appended(
+                appended
+                    .next()
+                    .ok_or_else(|| anyhow!("append without a row"))?,
+            ),
+            Op::Processed(..) | Op::Compact(_) | Op::Flush(_) => Done::Unit,
+            Op::Inflight(list, _) => {
+                deliveries::push_inflight(&mut script, list);
+                Done::Unit
+            }
+            Op::Delivered(list, _) => {
+                deliveries::push_results(&mut script, list, ids);
+                Done::Unit
+            }
+            // The rare operations read as they go: what is queued so far runs first.
+            Op::Reprocess {
+                id, only_failed, ..
+            } => {
+                script.run(conn).await?;
+                Done::Reprocessed(deliveries::reprocess(conn, *id, *only_failed, ids).await?)
+            }
+            Op::RecoverInflight(_) => {
+                script.run(conn).await?;
+                Done::Count(deliveries::recover_inflight(conn).await?)
+            }
+            Op::Delete(list, _) => {
+                script.run(conn).await?;
+                Done::Count(delete(conn, list).await?)
+            }
+        });
+    }
+    script.statement("COMMIT");
+    script.run(conn).await?;
+    Ok(done)
 }
 
 async fn load_ids(conn: &mut SqliteConnection) -> Result<Ids> {
@@ -175,49 +252,6 @@ async fn load_ids(conn: &mut SqliteConnection) -> Result<Ids> {
     })
 }
 
-/// The rarer operations, each in its own savepoint so one failure does not sink the batch.
-async fn apply(tx: Tx<'_, '_>, op: Op, ids: &mut Ids) -> Answer {
-    macro_rules! in_savepoint {
-        ($reply:expr, |$sp:ident| $body:expr) => {{
-            let result = async {
-                let mut $sp = tx.begin().await?;
-                let value = $body.await?;
-                $sp.commit().await?;
-                anyhow::Ok(value)
-            }
-            .await;
-            answer($reply, result)
-        }};
-    }
-    match op {
-        Op::Inflight(list, reply) => {
-            in_savepoint!(reply, |sp| deliveries::mark_inflight(&mut sp, list))
-        }
-        Op::Delivered(list, reply) => {
-            in_savepoint!(reply, |sp| deliveries::record(&mut sp, list, ids))
-        }
-        Op::Reprocess {
-            id,
-            only_failed,
-            reply,
-        } => {
-            in_savepoint!(reply, |sp| deliveries::reprocess(
-                &mut sp,
-                id,
-                only_failed,
-                ids
-            ))
-        }
-        Op::RecoverInflight(reply) => {
-            in_savepoint!(reply, |sp| deliveries::recover_inflight(&mut sp))
-        }
-        Op::Delete(list, reply) => in_savepoint!(reply, |sp| delete(&mut sp, list)),
-        Op::Append(..) | Op::Processed(..) | Op::Compact(_) | Op::Flush(_) => {
-            unreachable!("sorted out by Batch::sort")
-        }
-    }
-}
-
 fn aad(kind: &str, id: i64) -> Vec<u8> {
     format!("{kind}:{id}").into_bytes()
 }
@@ -230,16 +264,14 @@ pub(crate) fn payload_aad(id: i64) -> Vec<u8> {
     aad("outbox", id)
 }
 
-/// Trace rows of a batch in one statement.
-async fn insert_traces(
-    tx: Tx<'_, '_>,
-    ids: &mut Ids,
-    rows: Vec<(i64, i64, &TraceStep)>,
-) -> Result<()> {
+/// Adds trace rows to the script; a row is kept only while its message is still in the
+/// run (generation) it belongs to.
+fn push_traces(script: &mut Script, ids: &mut Ids, rows: &[(i64, i64, &TraceStep)]) {
     // 8 values a row, well under SQLite's limit of 32766 bound values per statement.
     for chunk in rows.chunks(1000) {
-        let mut q = sqlx::QueryBuilder::<Sqlite>::new(
-            "INSERT INTO trace (message_id, seq, generation, step, at, duration_us, outcome, detail) ",
+        let q = script.statement(
+            "INSERT INTO trace (message_id, seq, generation, step, at, duration_us, outcome, detail)
+             SELECT v.* FROM (",
         );
         q.push_values(chunk, |mut b, (id, generation, step)| {
             ids.trace_seq += 1;
@@ -252,22 +284,23 @@ async fn insert_traces(
                 .push_bind(step.outcome.clone())
                 .push_bind(step.detail.clone());
         });
-        q.build().persistent(false).execute(&mut **tx).await?;
+        q.push(") AS v JOIN messages m ON m.id = v.column1 AND m.generation = v.column3");
     }
-    Ok(())
 }
 
 async fn insert_trace(
-    tx: Tx<'_, '_>,
+    conn: &mut SqliteConnection,
     ids: &mut Ids,
     id: i64,
     generation: i64,
     step: &TraceStep,
 ) -> Result<()> {
-    insert_traces(tx, ids, vec![(id, generation, step)]).await
+    let mut script = Script::new();
+    push_traces(&mut script, ids, &[(id, generation, step)]);
+    script.run(conn).await
 }
 
-async fn delete(tx: Tx<'_, '_>, list: Vec<i64>) -> Result<u64> {
+async fn delete(conn: &mut SqliteConnection, list: &[i64]) -> Result<u64> {
     let mut count = 0;
     for chunk in list.chunks(500) {
         let mut q = sqlx::QueryBuilder::<Sqlite>::new("DELETE FROM messages WHERE id IN (");
@@ -279,7 +312,7 @@ async fn delete(tx: Tx<'_, '_>, list: Vec<i64>) -> Result<u64> {
         count += q
             .build()
             .persistent(false)
-            .execute(&mut **tx)
+            .execute(&mut *conn)
             .await?
             .rows_affected();
     }
@@ -288,6 +321,18 @@ async fn delete(tx: Tx<'_, '_>, list: Vec<i64>) -> Result<u64> {
 
 async fn compact(conn: &mut SqliteConnection) -> Result<()> {
     conn.execute("PRAGMA incremental_vacuum").await?;
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").await?;
-    Ok(())
+    // The background checkpointer may hold the checkpoint lock for a moment: SQLite then
+    // answers "busy" at once rather than waiting, so try again a few times.
+    for _ in 0..50 {
+        let busy: i64 = sqlx::query_scalar("PRAGMA wal_checkpoint(TRUNCATE)")
+            .fetch_one(&mut *conn)
+            .await?;
+        if busy == 0 {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    Err(anyhow!(
+        "the write-ahead log could not be truncated (checkpoint kept busy)"
+    ))
 }

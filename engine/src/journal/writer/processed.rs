@@ -1,108 +1,71 @@
 //! Recording processing results: status, trace and outbox entries, a batch at a time.
+//!
+//! Only results of a message's current run count: a reprocess (or a prune) in between makes
+//! a result stale, and it is dropped. The statements check the generation themselves (a join
+//! on `messages`), so no read is needed before writing.
 
-use std::collections::HashMap;
-
-use anyhow::Result;
-use sqlx::{QueryBuilder, Row, Sqlite};
-
-use super::{Ids, Tx, insert_traces, payload_aad};
+use super::script::Script;
+use super::{Ids, payload_aad, push_traces};
 use crate::crypto::Cipher;
 use crate::journal::model::Processed;
 use crate::journal::now_micros;
 
-pub(super) async fn record_all(
-    tx: Tx<'_, '_>,
-    list: Vec<Processed>,
-    cipher: &Cipher,
-    ids: &mut Ids,
-) -> Result<()> {
-    // Only results of a message's current run count: a reprocess (or a prune) in between
-    // makes a result stale, and it is dropped.
-    let mut current: HashMap<i64, (i64, String)> = HashMap::new();
-    for chunk in list.chunks(500) {
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "SELECT id, generation, channel FROM messages WHERE id IN (",
-        );
-        let mut sep = q.separated(", ");
-        for p in chunk {
-            sep.push_bind(p.id);
-        }
-        q.push(")");
-        for row in q.build().persistent(false).fetch_all(&mut **tx).await? {
-            current.insert(row.get("id"), (row.get("generation"), row.get("channel")));
-        }
-    }
-    let live: Vec<&Processed> = list
-        .iter()
-        .filter(|p| {
-            current
-                .get(&p.id)
-                .is_some_and(|(generation, _)| *generation == p.generation)
-        })
-        .collect();
-    if live.is_empty() {
-        return Ok(());
+pub(super) fn push(script: &mut Script, list: &[&Processed], cipher: &Cipher, ids: &mut Ids) {
+    if list.is_empty() {
+        return;
     }
     let now = now_micros();
-    for chunk in live.chunks(500) {
-        let mut q = QueryBuilder::<Sqlite>::new(
+    for chunk in list.chunks(500) {
+        let q = script.statement(
             "UPDATE messages SET status = v.column2, error = v.column3, updated_at = v.column4 FROM (",
         );
         q.push_values(chunk, |mut b, p| {
             b.push_bind(p.id)
                 .push_bind(p.status.as_str())
                 .push_bind(p.error.clone())
-                .push_bind(now);
+                .push_bind(now)
+                .push_bind(p.generation);
         });
-        q.push(") AS v WHERE messages.id = v.column1");
-        q.build().persistent(false).execute(&mut **tx).await?;
+        q.push(") AS v WHERE messages.id = v.column1 AND messages.generation = v.column5");
     }
-    let steps = live
+    let steps: Vec<_> = list
         .iter()
         .flat_map(|p| p.steps.iter().map(|s| (p.id, p.generation, s)))
         .collect();
-    insert_traces(tx, ids, steps).await?;
+    push_traces(script, ids, &steps);
+
     let mut rows = Vec::new();
-    for p in &live {
-        let channel = &current[&p.id].1;
+    for p in list {
         for item in &p.outbox {
             ids.outbox += 1;
             let payload = item
                 .payload
                 .as_ref()
                 .map(|bytes| cipher.seal(bytes, &payload_aad(ids.outbox)));
-            rows.push((
-                ids.outbox,
-                p.id,
-                p.generation,
-                channel.clone(),
-                item.destination.clone(),
-                payload,
-            ));
+            rows.push((ids.outbox, p, &item.destination, payload));
         }
     }
     for chunk in rows.chunks(500) {
-        let mut q = QueryBuilder::<Sqlite>::new(
+        let q = script.statement(
             "INSERT INTO outbox (id, message_id, generation, channel, destination, payload, status,
-                 next_attempt_at, updated_at) ",
+                 next_attempt_at, updated_at)
+             SELECT v.column1, v.column2, v.column3, m.channel, v.column4, v.column5, 'pending',
+                 v.column6, v.column6
+             FROM (",
         );
-        q.push_values(
-            chunk,
-            |mut b, (id, message_id, generation, channel, destination, payload)| {
-                b.push_bind(*id)
-                    .push_bind(*message_id)
-                    .push_bind(*generation)
-                    .push_bind(channel.clone())
-                    .push_bind(destination.clone())
-                    .push_bind(payload.clone())
-                    .push_bind("pending")
-                    .push_bind(now)
-                    .push_bind(now);
-            },
+        q.push_values(chunk, |mut b, (id, p, destination, payload)| {
+            b.push_bind(*id)
+                .push_bind(p.id)
+                .push_bind(p.generation)
+                .push_bind((*destination).clone())
+                .push_bind(payload.clone())
+                .push_bind(now);
+        });
+        // `WHERE true` tells SQLite's parser that ON CONFLICT is the upsert clause, not part
+        // of the join. A message processed twice (after a sweep) keeps its first entries.
+        q.push(
+            ") AS v JOIN messages m ON m.id = v.column2 AND m.generation = v.column3 WHERE true
+             ON CONFLICT (message_id, generation, destination) DO NOTHING",
         );
-        // A message processed twice (after a sweep) keeps its first outbox entries.
-        q.push(" ON CONFLICT (message_id, generation, destination) DO NOTHING");
-        q.build().persistent(false).execute(&mut **tx).await?;
     }
-    Ok(())
 }

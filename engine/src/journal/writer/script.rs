@@ -1,0 +1,62 @@
+//! Several SQL statements sent to SQLite as one query.
+//!
+//! Each query is a round trip between the writer task and sqlx's database thread (two thread
+//! wake-ups); on a busy two-core machine that costs as much as the statement itself. SQLite
+//! prepares and runs the statements of one query in turn, and sqlx binds the positional
+//! parameters across them in order, so a whole batch of writes, `COMMIT` included, travels
+//! in one round trip. If a statement fails, the ones after it do not run.
+
+use anyhow::Result;
+use sqlx::sqlite::SqliteRow;
+use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
+
+pub(super) struct Script {
+    query: QueryBuilder<Sqlite>,
+    statements: usize,
+}
+
+impl Script {
+    pub fn new() -> Self {
+        Self {
+            query: QueryBuilder::new(""),
+            statements: 0,
+        }
+    }
+
+    /// Starts a statement with `sql`; the rest of it (values, binds) is pushed on the
+    /// returned builder.
+    pub fn statement(&mut self, sql: &str) -> &mut QueryBuilder<Sqlite> {
+        if self.statements > 0 {
+            self.query.push(";\n");
+        }
+        self.statements += 1;
+        self.query.push(sql);
+        &mut self.query
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.statements == 0
+    }
+
+    /// Runs every statement; the script is empty again afterwards.
+    pub async fn run(&mut self, conn: &mut SqliteConnection) -> Result<()> {
+        if self.is_empty() {
+            return Ok(());
+        }
+        let mut script = std::mem::replace(self, Script::new());
+        // Not cached: the statements' text changes with the number of rows they carry.
+        script.query.build().persistent(false).execute(conn).await?;
+        Ok(())
+    }
+
+    /// Runs every statement and returns the rows the statements produced, in order.
+    pub async fn fetch(&mut self, conn: &mut SqliteConnection) -> Result<Vec<SqliteRow>> {
+        let mut script = std::mem::replace(self, Script::new());
+        Ok(script
+            .query
+            .build()
+            .persistent(false)
+            .fetch_all(conn)
+            .await?)
+    }
+}
