@@ -5,7 +5,7 @@ mod common;
 use bytes::Bytes;
 use common::{Echo, Server, closed_within, echo_reply, framed, read_frames, start};
 use passerelle_connectors::mllp::{
-    ClientConfig, Frame, FrameHandler, MllpClient, MllpError, ServerConfig,
+    ClientConfig, DRAIN_QUIET, Frame, FrameHandler, MllpClient, MllpError, ServerConfig,
 };
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -290,6 +290,106 @@ async fn shutdown_gives_up_after_the_drain_timeout() {
     server.stop().await;
     assert!(started.elapsed() < Duration::from_secs(5));
     assert!(closed_within(&mut stream, Duration::from_secs(1)).await);
+}
+
+#[tokio::test]
+async fn shutdown_answers_every_frame_already_sent_even_beyond_the_window() {
+    let config = ServerConfig {
+        pipeline_window: 4,
+        ..ServerConfig::default()
+    };
+    let server = start(config, Slow::default()).await;
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    let payloads: Vec<String> = (0..50).map(|i| format!("10:frame {i}")).collect();
+    let mut bytes = Vec::new();
+    for p in &payloads {
+        bytes.extend(framed(p.as_bytes()));
+    }
+    stream.write_all(&bytes).await.unwrap();
+    while server.stats.frames_received() == 0 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    // Most frames are still in the socket when the shutdown starts.
+    server.shutdown.cancel();
+    let replies = read_frames(&mut stream, payloads.len()).await;
+    let expected: Vec<Frame> = payloads
+        .iter()
+        .map(|p| Frame::Message(Bytes::from(p.clone())))
+        .collect();
+    assert_eq!(replies, expected);
+    assert!(closed_within(&mut stream, Duration::from_secs(2)).await);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn frames_sent_while_draining_are_answered_until_the_peer_is_quiet() {
+    let server = start(ServerConfig::default(), Echo).await;
+    let addr = server.addr;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(&framed(b"MSH|before")).await.unwrap();
+    assert_eq!(read_frames(&mut stream, 1).await.len(), 1);
+    server.shutdown.cancel();
+    // New connections are refused at once...
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while TcpStream::connect(addr).await.is_ok() {
+        assert!(Instant::now() < deadline, "still accepting");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // ...while the open one still answers what its peer sends.
+    for i in 0..3 {
+        let payload = format!("MSH|during {i}");
+        stream.write_all(&framed(payload.as_bytes())).await.unwrap();
+        assert_eq!(
+            read_frames(&mut stream, 1).await,
+            vec![Frame::Message(Bytes::from(payload))]
+        );
+    }
+    let quiet_from = Instant::now();
+    assert!(closed_within(&mut stream, Duration::from_secs(2)).await);
+    assert!(quiet_from.elapsed() >= DRAIN_QUIET - Duration::from_millis(50));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_peer_that_keeps_sending_is_cut_at_the_drain_timeout() {
+    let config = ServerConfig {
+        drain_timeout: Duration::from_millis(400),
+        ..ServerConfig::default()
+    };
+    let server = start(config, Echo).await;
+    let stream = TcpStream::connect(server.addr).await.unwrap();
+    let (mut read, mut write) = stream.into_split();
+    let sender = tokio::spawn(async move {
+        while write.write_all(&framed(b"MSH|more")).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    let reader = tokio::spawn(async move {
+        let mut sink = vec![0u8; 4096];
+        while let Ok(n) = tokio::io::AsyncReadExt::read(&mut read, &mut sink).await {
+            if n == 0 {
+                break;
+            }
+        }
+    });
+    while server.stats.frames_received() == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let started = Instant::now();
+    let stats = server.stats.clone();
+    let before = stats.frames_received();
+    server.stop().await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(350),
+        "served during the drain"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(stats.frames_received() > before + 5);
+    tokio::time::timeout(Duration::from_secs(2), reader)
+        .await
+        .expect("connection closed")
+        .unwrap();
+    sender.abort();
 }
 
 #[tokio::test]

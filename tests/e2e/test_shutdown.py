@@ -48,11 +48,6 @@ def test_sigterm_after_sending_answers_every_message_before_closing(bundled_engi
     assert bundled_engine.messages()["total"] == 11, "every ACKed message is in the journal"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: on SIGTERM a connection stops reading at once; frames already sent beyond "
-    "the pipeline window (16) are dropped without an ACK and the connection is closed",
-)
 def test_sigterm_answers_every_message_sent_even_beyond_the_pipeline_window(bundled_engine):
     acked = pipelined_then_sigterm(bundled_engine, 200)
     assert len(acked) == 200

@@ -43,8 +43,9 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Frames of one connection handled concurrently.
     pub pipeline_window: usize,
-    /// On shutdown, how long connections get to write their pending replies
-    /// before they are cut.
+    /// On shutdown, how long connections get to finish: they go on reading
+    /// and answering the frames the peer already sent (see [`serve`]), and are
+    /// cut when this runs out.
     pub drain_timeout: Duration,
     pub tls: Option<TlsConfig>,
 }
@@ -61,6 +62,11 @@ impl Default for ServerConfig {
         }
     }
 }
+
+/// While draining, a connection with every reply written is closed when no
+/// new frame starts within this: long enough for the frames a peer sent just
+/// before the shutdown to arrive, short enough not to hold it up.
+pub const DRAIN_QUIET: Duration = Duration::from_millis(200);
 
 /// Counters of a running server, cheap to read at any time.
 #[derive(Debug, Default)]
@@ -121,9 +127,11 @@ struct Limits {
     pipeline_window: usize,
 }
 
-/// Serves MLLP on `listener` until `shutdown` is cancelled, then lets open
-/// connections write the replies of the frames they already read and returns
-/// once they are closed (or after `drain_timeout`).
+/// Serves MLLP on `listener` until `shutdown` is cancelled, then drains: no
+/// new connection is accepted, while open ones go on reading and answering
+/// the frames their peer already sent, and close once the peer has been quiet
+/// for [`DRAIN_QUIET`] with every reply written. Returns once they are closed,
+/// or cuts them after `drain_timeout`.
 ///
 /// Fails only if the TLS configuration cannot be loaded.
 pub async fn serve<H: FrameHandler>(
@@ -254,7 +262,9 @@ async fn connection<H: FrameHandler>(
 }
 
 /// Reads frames, runs the handler on up to `pipeline_window` of them at
-/// once, and writes the replies in the order the frames came in.
+/// once, and writes the replies in the order the frames came in. On shutdown
+/// it goes on until the peer is quiet, so that frames already sent (possibly
+/// many more than the window) are answered rather than dropped unanswered.
 async fn serve_stream<S, H>(
     stream: S,
     peer: SocketAddr,
@@ -271,10 +281,15 @@ async fn serve_stream<S, H>(
     let mut pending = FuturesOrdered::new();
     let mut out = BytesMut::new();
     let mut reading = true;
+    let mut draining = false;
     let idle = tokio::time::sleep(limits.idle_timeout);
     tokio::pin!(idle);
+    // Armed on shutdown, pushed back by every frame and reply.
+    let quiet = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(quiet);
 
     while reading || !pending.is_empty() {
+        let mid_frame = frames.decoder().in_frame();
         tokio::select! {
             // Replies first: writing one frees a slot in the window.
             biased;
@@ -286,6 +301,7 @@ async fn serve_stream<S, H>(
                     return;
                 }
                 idle.as_mut().reset(Instant::now() + limits.idle_timeout);
+                quiet.as_mut().reset(Instant::now() + DRAIN_QUIET);
             }
             next = frames.next(), if reading && pending.len() < limits.pipeline_window => match next {
                 Some(Ok(frame)) => {
@@ -295,6 +311,7 @@ async fn serve_stream<S, H>(
                         tracing::warn!(size, max = limits.max_frame_size, "oversize MLLP frame");
                     }
                     idle.as_mut().reset(Instant::now() + limits.idle_timeout);
+                    quiet.as_mut().reset(Instant::now() + DRAIN_QUIET);
                     pending.push_back(handler.handle(frame, peer));
                 }
                 // A read error or EOF ends reading only: the replies of frames
@@ -305,7 +322,20 @@ async fn serve_stream<S, H>(
                 }
                 None => reading = false,
             },
-            () = shutdown.cancelled(), if reading => reading = false,
+            // Stopping reading at once would leave the frames the peer already
+            // sent unanswered; the server cuts the connection after its drain
+            // timeout in any case.
+            () = shutdown.cancelled(), if reading && !draining => {
+                draining = true;
+                quiet.as_mut().reset(Instant::now() + DRAIN_QUIET);
+            }
+            // A frame being received is awaited: its sender is still sending.
+            () = &mut quiet, if draining && reading && pending.is_empty() && !mid_frame => {
+                if !frames.decoder().in_frame() {
+                    tracing::debug!("MLLP connection quiet while shutting down: closing");
+                    reading = false;
+                }
+            }
             () = &mut idle, if reading && pending.is_empty() => {
                 tracing::debug!(timeout = ?limits.idle_timeout, "MLLP connection idle: closing");
                 break;
