@@ -103,16 +103,16 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Check { common } => {
             let report = check::run(&common);
             for problem in &report.problems {
-                println!("{problem}");
+                out(format_args!("{problem}"));
             }
             for (id, why) in &report.paused {
-                println!("note: channel `{id}` will be paused: {why}");
+                out(format_args!("note: channel `{id}` will be paused: {why}"));
             }
             if !report.problems.is_empty() {
                 eprintln!("{} problem(s)", report.problems.len());
                 return Ok(ExitCode::FAILURE);
             }
-            println!("ok: {} channel(s)", report.channels);
+            out(format_args!("ok: {} channel(s)", report.channels));
         }
         Command::Token {
             action:
@@ -128,7 +128,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 "token {} issued for {name}; it is shown once, keep it safe",
                 issued.id
             );
-            println!("{}", issued.token);
+            out(format_args!("{}", issued.token));
         }
         Command::Token {
             action: TokenAction::Revoke { common, id },
@@ -145,13 +145,20 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         } => {
             let report = bench::run(&args).await?;
             if args.json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                out(format_args!("{}", serde_json::to_string_pretty(&report)?));
             } else {
-                println!("{report}");
+                out(format_args!("{report}"));
             }
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Prints a line on stdout. A reader that went away (`passerelle ... | head`) is not an
+/// error worth a panic.
+fn out(text: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout().lock(), "{text}");
 }
 
 fn main() -> ExitCode {

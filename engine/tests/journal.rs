@@ -27,6 +27,7 @@ fn message(control_id: &str, body: &str) -> NewMessage {
         ack: Some("AA".into()),
         error: None,
         receive_us: 12,
+        outcome: None,
     }
 }
 
@@ -79,19 +80,21 @@ async fn processing_outbox_delivery_and_reprocess() {
     j.record_processed(Processed {
         id: a.id,
         generation: 0,
-        status: Status::Queued,
-        error: None,
-        steps: vec![TraceStep::new("parse", now_micros(), 5, "ok")],
-        outbox: vec![
-            NewOutbox {
-                destination: "file".into(),
-                payload: None,
-            },
-            NewOutbox {
-                destination: "lab".into(),
-                payload: Some(changed.clone()),
-            },
-        ],
+        outcome: Outcome {
+            status: Status::Queued,
+            error: None,
+            steps: vec![TraceStep::new("parse", now_micros(), 5, "ok")],
+            outbox: vec![
+                NewOutbox {
+                    destination: "file".into(),
+                    payload: None,
+                },
+                NewOutbox {
+                    destination: "lab".into(),
+                    payload: Some(changed.clone()),
+                },
+            ],
+        },
     })
     .await
     .unwrap();
@@ -162,10 +165,12 @@ async fn processing_outbox_delivery_and_reprocess() {
     j.record_processed(Processed {
         id: a.id,
         generation: 0,
-        status: Status::Filtered,
-        error: None,
-        steps: vec![],
-        outbox: vec![],
+        outcome: Outcome {
+            status: Status::Filtered,
+            error: None,
+            steps: vec![],
+            outbox: vec![],
+        },
     })
     .await
     .unwrap();
@@ -193,10 +198,12 @@ async fn retention_prunes_by_rule_and_gives_disk_back() {
         j.record_processed(Processed {
             id: *id,
             generation: 0,
-            status,
-            error: None,
-            steps: vec![],
-            outbox: vec![],
+            outcome: Outcome {
+                status,
+                error: None,
+                steps: vec![],
+                outbox: vec![],
+            },
         })
         .await
         .unwrap();
@@ -277,4 +284,40 @@ async fn group_commit_batches_concurrent_appends() {
         .await
         .unwrap();
     assert_eq!(total, 4000);
+}
+
+#[tokio::test]
+async fn an_outcome_handed_with_the_message_is_committed_with_it_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = journal(dir.path()).await;
+    let with_outcome = || NewMessage {
+        outcome: Some(Outcome {
+            status: Status::Queued,
+            error: None,
+            steps: vec![
+                TraceStep::new("parse", now_micros(), 3, "ok"),
+                TraceStep::new("transform", now_micros(), 4, "ok"),
+            ],
+            outbox: vec![NewOutbox {
+                destination: "file".into(),
+                payload: None,
+            }],
+        }),
+        ..message("INLINE1", "A")
+    };
+    let first = j.append(with_outcome()).await.unwrap();
+    let detail = j.get_message(first.id).await.unwrap().unwrap();
+    assert_eq!(detail.summary.status, "queued");
+    let steps: Vec<&str> = detail.trace.iter().map(|s| s.step.as_str()).collect();
+    assert_eq!(steps, ["receive", "parse", "transform"]);
+    assert_eq!(j.outbox_head("in", "file", 10).await.unwrap().len(), 1);
+    // Nothing is left for the processor to pick up.
+    assert!(j.pending_received("in").await.unwrap().is_empty());
+
+    // The retransmission is a duplicate: its outcome is dropped, no second delivery queued.
+    let again = j.append(with_outcome()).await.unwrap();
+    assert_eq!(again.duplicate_of, Some(first.id));
+    let detail = j.get_message(again.id).await.unwrap().unwrap();
+    assert_eq!(detail.summary.status, "duplicate");
+    assert_eq!(j.outbox_head("in", "file", 10).await.unwrap().len(), 1);
 }

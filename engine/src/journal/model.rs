@@ -73,6 +73,9 @@ pub struct NewMessage {
     pub error: Option<String>,
     /// Time spent between the last byte received and the journal commit request.
     pub receive_us: i64,
+    /// Set when the source ran the channel's pipeline at receipt: the outcome is committed
+    /// with the message (one write instead of two). `None`: the processor runs it later.
+    pub outcome: Option<Outcome>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,16 +122,22 @@ pub struct NewOutbox {
     pub payload: Option<Vec<u8>>,
 }
 
-/// The result of running a message through its channel.
+/// What a channel's pipeline (parse, filters, transform) made of a message.
 #[derive(Debug, Clone)]
-pub struct Processed {
-    pub id: i64,
-    pub generation: i64,
+pub struct Outcome {
     /// `Filtered`, `Queued` (when there are outbox items), `Sent` (no destination) or `Errored`.
     pub status: Status,
     pub error: Option<String>,
     pub steps: Vec<TraceStep>,
     pub outbox: Vec<NewOutbox>,
+}
+
+/// The outcome of one run (generation) of a journaled message.
+#[derive(Debug, Clone)]
+pub struct Processed {
+    pub id: i64,
+    pub generation: i64,
+    pub outcome: Outcome,
 }
 
 /// An outbox entry ready to deliver.

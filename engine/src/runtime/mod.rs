@@ -212,6 +212,18 @@ impl Runtime {
         }
     }
 
+    /// Tells the outbox workers of these destinations that entries are waiting.
+    pub fn wake_outboxes(&self, channel: &str, destinations: &[String]) {
+        let Some(runtime) = self.channels.get(channel) else {
+            return;
+        };
+        for id in destinations {
+            if let Some(waker) = runtime.outboxes.get(id) {
+                waker.notify_one();
+            }
+        }
+    }
+
     pub async fn reprocess(&self, id: i64, only_failed: bool) -> Result<Reprocessed> {
         let result = self.journal.reprocess(id, only_failed).await?;
         match &result {

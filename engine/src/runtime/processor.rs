@@ -13,7 +13,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::channel::transform::Routing;
 use crate::channel::{Channel, Condition, SourceConfig};
-use crate::journal::{Journal, NewOutbox, Pending, Processed, Status, TraceStep, now_micros};
+use crate::journal::{
+    Journal, NewOutbox, Outcome, Pending, Processed, Status, TraceStep, now_micros,
+};
 use crate::metrics::ChannelStats;
 
 pub(super) struct Processor {
@@ -64,36 +66,25 @@ pub(super) async fn run(mut p: Processor) {
 impl Processor {
     async fn process_batch(&self, batch: Vec<Pending>) {
         let results: Vec<Processed> = batch.iter().map(|m| self.process(m)).collect();
-        let mut touched: Vec<&str> = Vec::new();
+        let mut touched: Vec<String> = Vec::new();
         for r in &results {
-            for o in &r.outbox {
-                if !touched.contains(&o.destination.as_str()) {
-                    touched.push(&o.destination);
+            for o in &r.outcome.outbox {
+                if !touched.contains(&o.destination) {
+                    touched.push(o.destination.clone());
                 }
             }
         }
-        let touched: Vec<String> = touched.into_iter().map(String::from).collect();
         // Sent together, so the journal commits the whole batch at once.
         let outcomes = join_all(results.into_iter().map(|r| {
-            let status = r.status;
-            let queued = r.outbox.len();
+            let status = r.outcome.status;
+            let queued = r.outcome.outbox.len();
             let journal = self.journal.clone();
             async move { (status, queued, journal.record_processed(r).await) }
         }))
         .await;
         for (status, queued, outcome) in outcomes {
             match outcome {
-                Ok(()) => match status {
-                    Status::Filtered => {
-                        self.stats.filtered.fetch_add(1, Relaxed);
-                    }
-                    Status::Errored => {
-                        self.stats.errored.fetch_add(1, Relaxed);
-                    }
-                    _ => {
-                        self.stats.queued.fetch_add(queued as i64, Relaxed);
-                    }
-                },
+                Ok(()) => account(&self.stats, status, queued),
                 Err(e) => {
                     // Still `received` in the journal: retried by the next sweep.
                     tracing::error!(channel = %self.channel.id, error = %e, "cannot record processing");
@@ -109,22 +100,6 @@ impl Processor {
     }
 
     fn process(&self, pending: &Pending) -> Processed {
-        let started = Instant::now();
-        let mut steps = Vec::with_capacity(3);
-        let mut step =
-            |name: &str, at: i64, since: Instant, outcome: &str, detail: Option<String>| {
-                let mut s = TraceStep::new(name, at, since.elapsed().as_micros() as i64, outcome);
-                s.detail = detail;
-                steps.push(s);
-            };
-        let done = |status, error: Option<String>, steps, outbox| Processed {
-            id: pending.id,
-            generation: pending.generation,
-            status,
-            error,
-            steps,
-            outbox,
-        };
         let SourceConfig::Mllp {
             default_charset, ..
         } = &self.channel.source;
@@ -133,75 +108,132 @@ impl Processor {
         };
         let at = now_micros();
         let t = Instant::now();
-        let message = match Message::parse_with(&pending.raw, &options) {
-            Ok(m) => m,
+        let outcome = match Message::parse_with(&pending.raw, &options) {
+            Ok(message) => {
+                let parsed = TraceStep::new("parse", at, t.elapsed().as_micros() as i64, "ok");
+                pipeline(&self.channel, &self.stats, &message, parsed)
+            }
             Err(e) => {
-                step("parse", at, t, "error", Some(e.to_string()));
-                return done(Status::Errored, Some(format!("parse: {e}")), steps, vec![]);
+                let step = TraceStep::new("parse", at, t.elapsed().as_micros() as i64, "error")
+                    .detail(e.to_string());
+                Outcome {
+                    status: Status::Errored,
+                    error: Some(format!("parse: {e}")),
+                    steps: vec![step],
+                    outbox: vec![],
+                }
             }
         };
-        step("parse", at, t, "ok", None);
+        Processed {
+            id: pending.id,
+            generation: pending.generation,
+            outcome,
+        }
+    }
+}
 
-        let at = now_micros();
-        let t = Instant::now();
-        if let Some(failing) = Condition::first_failing(&self.channel.filters, &message) {
+/// Counts a recorded outcome in the channel's live counters.
+pub(super) fn account(stats: &ChannelStats, status: Status, queued: usize) {
+    match status {
+        Status::Filtered => stats.filtered.fetch_add(1, Relaxed),
+        Status::Errored => stats.errored.fetch_add(1, Relaxed),
+        _ => {
+            stats.queued.fetch_add(queued as i64, Relaxed);
+            0
+        }
+    };
+}
+
+/// Runs a parsed message through the channel's filters and transform. CPU work only, so a
+/// source may run it before the journal commit and store the outcome with the message.
+/// `parsed` is the trace step of the parse that produced `message`.
+pub(super) fn pipeline(
+    channel: &Channel,
+    stats: &ChannelStats,
+    message: &Message<'_>,
+    parsed: TraceStep,
+) -> Outcome {
+    let started = Instant::now();
+    let mut steps = vec![parsed];
+    let mut step = |name: &str, at: i64, since: Instant, outcome: &str, detail: Option<String>| {
+        let mut s = TraceStep::new(name, at, since.elapsed().as_micros() as i64, outcome);
+        s.detail = detail;
+        steps.push(s);
+    };
+    let at = now_micros();
+    let t = Instant::now();
+    if let Some(failing) = Condition::first_failing(&channel.filters, message) {
+        step(
+            "filter",
+            at,
+            t,
+            "filtered",
+            Some(format!("condition not met: {}", failing.describe())),
+        );
+        return Outcome {
+            status: Status::Filtered,
+            error: None,
+            steps,
+            outbox: vec![],
+        };
+    }
+    step("filter", at, t, "ok", None);
+
+    let at = now_micros();
+    let t = Instant::now();
+    let kind = channel.transform.kind();
+    let outputs = match channel.transform.apply(message) {
+        Ok(Routing::Deliver(outputs)) => outputs,
+        Ok(Routing::Drop(why)) => {
             step(
-                "filter",
+                "transform",
                 at,
                 t,
                 "filtered",
-                Some(format!("condition not met: {}", failing.describe())),
+                Some(format!("{kind}: {why}")),
             );
-            return done(Status::Filtered, None, steps, vec![]);
+            return Outcome {
+                status: Status::Filtered,
+                error: None,
+                steps,
+                outbox: vec![],
+            };
         }
-        step("filter", at, t, "ok", None);
-
-        let at = now_micros();
-        let t = Instant::now();
-        let kind = self.channel.transform.kind();
-        let outputs = match self.channel.transform.apply(&message) {
-            Ok(Routing::Deliver(outputs)) => outputs,
-            Ok(Routing::Drop(why)) => {
-                step(
-                    "transform",
-                    at,
-                    t,
-                    "filtered",
-                    Some(format!("{kind}: {why}")),
-                );
-                return done(Status::Filtered, None, steps, vec![]);
-            }
-            Err(e) => {
-                step("transform", at, t, "error", Some(format!("{kind}: {e}")));
-                return done(
-                    Status::Errored,
-                    Some(format!("transform: {e}")),
-                    steps,
-                    vec![],
-                );
-            }
-        };
-        let names: Vec<&str> = outputs.iter().map(|o| o.destination.as_str()).collect();
-        step(
-            "transform",
-            at,
-            t,
-            "ok",
-            Some(format!("{kind} -> [{}]", names.join(", "))),
-        );
-        self.stats.process_latency.observe(started.elapsed());
-        let outbox: Vec<NewOutbox> = outputs
-            .into_iter()
-            .map(|o| NewOutbox {
-                destination: o.destination,
-                payload: o.payload,
-            })
-            .collect();
-        let status = if outbox.is_empty() {
-            Status::Sent
-        } else {
-            Status::Queued
-        };
-        done(status, None, steps, outbox)
+        Err(e) => {
+            step("transform", at, t, "error", Some(format!("{kind}: {e}")));
+            return Outcome {
+                status: Status::Errored,
+                error: Some(format!("transform: {e}")),
+                steps,
+                outbox: vec![],
+            };
+        }
+    };
+    let names: Vec<&str> = outputs.iter().map(|o| o.destination.as_str()).collect();
+    step(
+        "transform",
+        at,
+        t,
+        "ok",
+        Some(format!("{kind} -> [{}]", names.join(", "))),
+    );
+    stats.process_latency.observe(started.elapsed());
+    let outbox: Vec<NewOutbox> = outputs
+        .into_iter()
+        .map(|o| NewOutbox {
+            destination: o.destination,
+            payload: o.payload,
+        })
+        .collect();
+    let status = if outbox.is_empty() {
+        Status::Sent
+    } else {
+        Status::Queued
+    };
+    Outcome {
+        status,
+        error: None,
+        steps,
+        outbox,
     }
 }

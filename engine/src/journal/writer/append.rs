@@ -6,7 +6,7 @@ use anyhow::Result;
 use sqlx::{Row, SqliteConnection};
 
 use super::script::Script;
-use super::{Ids, raw_aad};
+use super::{Ids, processed, raw_aad};
 use crate::crypto::Cipher;
 use crate::journal::model::{Appended, NewMessage, Status};
 use crate::journal::now_micros;
@@ -71,6 +71,7 @@ pub(super) fn push(
     let now = now_micros();
     let mut rows = Vec::with_capacity(messages.len());
     let mut appended = Vec::with_capacity(messages.len());
+    let mut runs = Vec::new();
     for m in messages {
         ids.message += 1;
         let id = ids.message;
@@ -96,14 +97,19 @@ pub(super) fn push(
                 "retransmission of message {first}: not processed again"
             ));
         }
-        let status = if duplicate_of.is_some() {
-            Status::Duplicate
-        } else {
-            m.status
+        // A retransmission's outcome is not kept: the first copy's stands.
+        let outcome = m.outcome.as_ref().filter(|_| duplicate_of.is_none());
+        let (status, error) = match (duplicate_of, outcome) {
+            (Some(_), _) => (Status::Duplicate, m.error.clone()),
+            (None, Some(o)) => (o.status, o.error.clone()),
+            (None, None) => (m.status, m.error.clone()),
         };
+        if let Some(o) = outcome {
+            runs.push((id, 0, o));
+        }
         let sealed = cipher.seal(&m.raw, &raw_aad(id));
         appended.push(Appended { id, duplicate_of });
-        rows.push((id, *m, digest, sealed, status, duplicate_of, note));
+        rows.push((id, *m, digest, sealed, status, error, duplicate_of, note));
     }
     // 20 values a row: 500 rows stay under SQLite's bound-value limit.
     for chunk in rows.chunks(500) {
@@ -114,7 +120,7 @@ pub(super) fn push(
         );
         q.push_values(
             chunk,
-            |mut b, (id, m, digest, sealed, status, duplicate_of, note)| {
+            |mut b, (id, m, digest, sealed, status, error, duplicate_of, note)| {
                 b.push_bind(*id)
                     .push_bind(m.channel.clone())
                     .push_bind(m.source.clone())
@@ -131,12 +137,13 @@ pub(super) fn push(
                     .push_bind(sealed.clone())
                     .push_bind(status.as_str())
                     .push_bind(m.ack.clone())
-                    .push_bind(m.error.clone())
+                    .push_bind(error.clone())
                     .push_bind(*duplicate_of)
                     .push_bind(0i64)
                     .push_bind(now);
             },
         );
     }
+    processed::push_effects(script, &runs, cipher, ids);
     appended
 }

@@ -7,7 +7,7 @@
 use super::script::Script;
 use super::{Ids, payload_aad, push_traces};
 use crate::crypto::Cipher;
-use crate::journal::model::Processed;
+use crate::journal::model::{Outcome, Processed};
 use crate::journal::now_micros;
 
 pub(super) fn push(script: &mut Script, list: &[&Processed], cipher: &Cipher, ids: &mut Ids) {
@@ -21,28 +21,43 @@ pub(super) fn push(script: &mut Script, list: &[&Processed], cipher: &Cipher, id
         );
         q.push_values(chunk, |mut b, p| {
             b.push_bind(p.id)
-                .push_bind(p.status.as_str())
-                .push_bind(p.error.clone())
+                .push_bind(p.outcome.status.as_str())
+                .push_bind(p.outcome.error.clone())
                 .push_bind(now)
                 .push_bind(p.generation);
         });
         q.push(") AS v WHERE messages.id = v.column1 AND messages.generation = v.column5");
     }
-    let steps: Vec<_> = list
+    let runs: Vec<_> = list
         .iter()
-        .flat_map(|p| p.steps.iter().map(|s| (p.id, p.generation, s)))
+        .map(|p| (p.id, p.generation, &p.outcome))
+        .collect();
+    push_effects(script, &runs, cipher, ids);
+}
+
+/// Adds the trace and the outbox entries of runs `(message id, generation, outcome)`.
+pub(super) fn push_effects(
+    script: &mut Script,
+    runs: &[(i64, i64, &Outcome)],
+    cipher: &Cipher,
+    ids: &mut Ids,
+) {
+    let steps: Vec<_> = runs
+        .iter()
+        .flat_map(|(id, generation, o)| o.steps.iter().map(|s| (*id, *generation, s)))
         .collect();
     push_traces(script, ids, &steps);
 
+    let now = now_micros();
     let mut rows = Vec::new();
-    for p in list {
-        for item in &p.outbox {
+    for (id, generation, outcome) in runs {
+        for item in &outcome.outbox {
             ids.outbox += 1;
             let payload = item
                 .payload
                 .as_ref()
                 .map(|bytes| cipher.seal(bytes, &payload_aad(ids.outbox)));
-            rows.push((ids.outbox, p, &item.destination, payload));
+            rows.push((ids.outbox, *id, *generation, &item.destination, payload));
         }
     }
     for chunk in rows.chunks(500) {
@@ -53,14 +68,17 @@ pub(super) fn push(script: &mut Script, list: &[&Processed], cipher: &Cipher, id
                  v.column6, v.column6
              FROM (",
         );
-        q.push_values(chunk, |mut b, (id, p, destination, payload)| {
-            b.push_bind(*id)
-                .push_bind(p.id)
-                .push_bind(p.generation)
-                .push_bind((*destination).clone())
-                .push_bind(payload.clone())
-                .push_bind(now);
-        });
+        q.push_values(
+            chunk,
+            |mut b, (id, message_id, generation, destination, payload)| {
+                b.push_bind(*id)
+                    .push_bind(*message_id)
+                    .push_bind(*generation)
+                    .push_bind((*destination).clone())
+                    .push_bind(payload.clone())
+                    .push_bind(now);
+            },
+        );
         // `WHERE true` tells SQLite's parser that ON CONFLICT is the upsert clause, not part
         // of the join. A message processed twice (after a sweep) keeps its first entries.
         q.push(

@@ -52,11 +52,6 @@ impl Script {
     /// Runs every statement and returns the rows the statements produced, in order.
     pub async fn fetch(&mut self, conn: &mut SqliteConnection) -> Result<Vec<SqliteRow>> {
         let mut script = std::mem::replace(self, Script::new());
-        Ok(script
-            .query
-            .build()
-            .persistent(false)
-            .fetch_all(conn)
-            .await?)
+        Ok(script.query.build().fetch_all(conn).await?)
     }
 }
