@@ -28,6 +28,30 @@ impl FileWriter {
         &self.dir
     }
 
+    /// Removes the temporary files that a process killed in the middle of a write left in
+    /// the directory (`.NAME.PID-SEQ.tmp`, PID no longer running). Files of a process still
+    /// running, and every other file, are left alone. Returns how many were removed.
+    pub fn remove_leftovers(&self) -> io::Result<usize> {
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        let mut removed = 0;
+        for entry in entries {
+            let entry = entry?;
+            let name = entry.file_name();
+            let Some(pid) = name.to_str().and_then(leftover_pid) else {
+                continue;
+            };
+            if !process_is_running(pid) {
+                fs::remove_file(entry.path())?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     /// Writes `bytes` to `dir/file_name`, replacing any existing file, and
     /// returns the path written.
     ///
@@ -46,6 +70,23 @@ impl FileWriter {
             .await
             .map_err(io::Error::other)?
     }
+}
+
+/// The writing process's id, when `name` is one of our temporary file names.
+fn leftover_pid(name: &str) -> Option<u32> {
+    let stem = name.strip_prefix('.')?.strip_suffix(".tmp")?;
+    let (_, suffix) = stem.rsplit_once('.')?;
+    let (pid, seq) = suffix.split_once('-')?;
+    seq.parse::<u64>().ok()?;
+    pid.parse().ok()
+}
+
+fn process_is_running(pid: u32) -> bool {
+    if pid == std::process::id() {
+        return true;
+    }
+    // Where /proc is not available, only our own files count as live.
+    Path::new("/proc").is_dir() && Path::new("/proc").join(pid.to_string()).exists()
 }
 
 fn check_file_name(name: &str) -> io::Result<()> {

@@ -72,3 +72,22 @@ async fn rejects_names_that_leave_the_directory() {
     assert!(!root.path().join("x").exists());
     assert_eq!(entries(root.path()), Vec::<String>::new());
 }
+
+#[test]
+fn leftovers_of_a_dead_writer_are_removed_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    // A pid that cannot be running (above the kernel's pid_max).
+    let dead = dir.path().join(".MSG1.hl7.4194999-7.tmp");
+    let ours = dir
+        .path()
+        .join(format!(".MSG2.hl7.{}-1.tmp", std::process::id()));
+    let data = dir.path().join("MSG3.hl7");
+    let look_alike = dir.path().join(".notes.tmp");
+    for path in [&dead, &ours, &data, &look_alike] {
+        std::fs::write(path, b"x").unwrap();
+    }
+    let writer = FileWriter::new(dir.path());
+    assert_eq!(writer.remove_leftovers().unwrap(), 1);
+    assert!(!dead.exists());
+    assert!(ours.exists() && data.exists() && look_alike.exists());
+}

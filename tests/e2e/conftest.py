@@ -398,6 +398,8 @@ class MllpPeer:
         self.reply = reply
         self.text = text
         self.close_after_reply = False
+        #: Seconds to wait before each answer, as a busy system does.
+        self.delay = 0.0
         self.received: list[bytes] = []
         self._lock = threading.Lock()
         self._server = None
@@ -455,6 +457,8 @@ class MllpPeer:
                 with self._lock:
                     self.received.append(payload)
                     code, text, close = self.reply, self.text, self.close_after_reply
+                if self.delay:
+                    time.sleep(self.delay)
                 if code is not None:
                     conn.sendall(frame(self._ack(payload, code, text)))
                     if close:

@@ -16,10 +16,19 @@ pub struct FileDestination {
 
 impl FileDestination {
     pub fn new(directory: PathBuf, template: String) -> Self {
-        Self {
-            writer: FileWriter::new(directory),
-            template,
+        let writer = FileWriter::new(directory);
+        // A crash in the middle of a write leaves its temporary file behind; the write
+        // itself is redone from the outbox.
+        match writer.remove_leftovers() {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(directory = %writer.dir().display(), files = n, "removed temporary files left by a crash")
+            }
+            Err(e) => {
+                tracing::warn!(directory = %writer.dir().display(), error = %e, "cannot clean temporary files")
+            }
         }
+        Self { writer, template }
     }
 
     /// The template with its placeholders replaced, in one pass so that a value cannot
