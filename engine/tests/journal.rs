@@ -321,3 +321,25 @@ async fn an_outcome_handed_with_the_message_is_committed_with_it_once() {
     assert_eq!(detail.summary.status, "duplicate");
     assert_eq!(j.outbox_head("in", "file", 10).await.unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn a_retransmission_after_a_restart_is_still_recognised() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = {
+        let j = journal(dir.path()).await;
+        let first = j.append(message("RESTART1", "A")).await.unwrap();
+        j.flush().await.unwrap();
+        first
+    };
+    // A new process on the same data dir: the writer's memory is rebuilt from the journal.
+    let j = journal(dir.path()).await;
+    let again = j.append(message("RESTART1", "A")).await.unwrap();
+    assert_eq!(again.duplicate_of, Some(first.id));
+    assert_eq!(
+        j.append(message("RESTART1", "B"))
+            .await
+            .unwrap()
+            .duplicate_of,
+        None
+    );
+}

@@ -24,7 +24,7 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 use sqlx::{ConnectOptions, Connection, Executor, SqliteConnection};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::crypto::Cipher;
 pub use model::*;
@@ -40,7 +40,7 @@ pub struct Journal {
 }
 
 struct Inner {
-    ops: mpsc::Sender<Op>,
+    ops: flume::Sender<Op>,
     read: SqlitePool,
     cipher: Arc<Cipher>,
     path: std::path::PathBuf,
@@ -123,9 +123,9 @@ impl Journal {
             .max_connections(4)
             .connect_with(read_options(url)?)
             .await?;
-        let (ops, rx) = mpsc::channel(8192);
+        let (ops, rx) = flume::bounded(8192);
         let path = options.get_filename().to_path_buf();
-        tokio::spawn(writer::run(conn, rx, cipher.clone()));
+        writer::spawn(conn, rx, cipher.clone()).context("starting the journal writer")?;
         tokio::spawn(checkpoint::run(base_options(url)?));
         Ok(Journal {
             inner: Arc::new(Inner {
@@ -153,7 +153,7 @@ impl Journal {
         let (tx, rx) = oneshot::channel();
         self.inner
             .ops
-            .send(make(tx))
+            .send_async(make(tx))
             .await
             .map_err(|_| anyhow!("journal writer stopped"))?;
         rx.await.map_err(|_| anyhow!("journal writer stopped"))?

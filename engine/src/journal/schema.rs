@@ -68,4 +68,8 @@ CREATE TABLE api_tokens (
     revoked_at  INTEGER
 );
 "#,
+    // v2: retransmissions are recognised from the writer's memory of recent messages
+    // (writer/recent.rs); the index on (channel, sender, control_id) cost every commit one
+    // page per sender and is no longer read.
+    "DROP INDEX IF EXISTS messages_by_key;",
 ];

@@ -1,76 +1,26 @@
-//! Appending received messages: duplicate detection and the insert, a batch at a time.
+//! Appending received messages: retransmission detection and the insert, a batch at a time.
 
-use std::collections::HashMap;
-
-use anyhow::Result;
-use sqlx::{Row, SqliteConnection};
-
+use super::recent::{Recent, Remember, Seen, key};
 use super::script::Script;
 use super::{Ids, processed, raw_aad};
 use crate::crypto::Cipher;
 use crate::journal::model::{Appended, NewMessage, Status};
 use crate::journal::now_micros;
 
-/// Identity of a message for retransmission detection: channel, sender, control id.
-type Key = (String, String, String);
-
-/// The latest accepted message with each key: id and digest of its raw bytes.
-type Earlier = HashMap<Key, (i64, Option<Vec<u8>>)>;
-
-fn key(m: &NewMessage) -> Option<Key> {
-    (m.status == Status::Received)
-        .then(|| {
-            m.control_id
-                .clone()
-                .map(|c| (m.channel.clone(), m.sender.clone(), c))
-        })
-        .flatten()
-}
-
-/// Opens the write transaction and, in the same round trip, looks up the messages already
-/// journaled under the keys of this batch.
-pub(super) async fn begin_and_find_earlier(
-    conn: &mut SqliteConnection,
-    messages: &[&NewMessage],
-) -> Result<Earlier> {
-    let keys: Vec<Key> = messages.iter().filter_map(|m| key(m)).collect();
-    let mut script = Script::new();
-    script.statement("BEGIN IMMEDIATE");
-    // Three values a key: 300 keys stay well under SQLite's bound-value limit.
-    for chunk in keys.chunks(300) {
-        let q = script.statement(
-            "SELECT m.id, m.digest, m.channel, m.sender, m.control_id FROM messages m JOIN (",
-        );
-        q.push_values(chunk, |mut b, (channel, sender, control_id)| {
-            b.push_bind(channel.clone())
-                .push_bind(sender.clone())
-                .push_bind(control_id.clone());
-        });
-        q.push(
-            ") AS k ON m.channel = k.column1 AND m.sender = k.column2 AND m.control_id = k.column3
-             WHERE m.status NOT IN ('rejected', 'duplicate') ORDER BY m.id",
-        );
-    }
-    let mut found = HashMap::new();
-    for row in script.fetch(conn).await? {
-        let k = (row.get("channel"), row.get("sender"), row.get("control_id"));
-        found.insert(k, (row.get("id"), row.get("digest")));
-    }
-    Ok(found)
-}
-
 /// Adds the inserts of `messages` to the script. A message whose key and content match an
-/// earlier one (in the journal, or earlier in this batch) is stored as a duplicate of it.
+/// earlier one (remembered, or earlier in this batch) is stored as a duplicate of it. Returns
+/// the answers, and what to remember once the batch is committed.
 pub(super) fn push(
     script: &mut Script,
     messages: &[&NewMessage],
-    mut earlier: Earlier,
+    recent: &Recent,
     cipher: &Cipher,
     ids: &mut Ids,
-) -> Vec<Appended> {
+) -> (Vec<Appended>, Vec<Remember>) {
     let now = now_micros();
     let mut rows = Vec::with_capacity(messages.len());
     let mut appended = Vec::with_capacity(messages.len());
+    let mut remember: Vec<Remember> = Vec::new();
     let mut runs = Vec::new();
     for m in messages {
         ids.message += 1;
@@ -79,9 +29,14 @@ pub(super) fn push(
         let mut duplicate_of = None;
         let mut note = None;
         if let Some(key) = key(m) {
-            match earlier.get(&key) {
-                Some((first, Some(d))) if *d == digest => duplicate_of = Some(*first),
-                Some((first, _)) => {
+            // This batch's own messages first: they are newer than anything remembered.
+            let in_batch = remember.iter().rev().find(|r| r.key() == key);
+            match in_batch.map(Remember::seen).or_else(|| recent.get(key)) {
+                Some(Seen {
+                    id: first,
+                    digest: d,
+                }) if *d == digest => duplicate_of = Some(*first),
+                Some(Seen { id: first, .. }) => {
                     note = Some(format!(
                         "control id already used by message {first} with other content"
                     ))
@@ -89,7 +44,11 @@ pub(super) fn push(
                 None => {}
             }
             if duplicate_of.is_none() {
-                earlier.insert(key, (id, Some(digest.clone())));
+                let seen = Seen {
+                    id,
+                    digest: digest.clone(),
+                };
+                remember.push(Remember::new(key, m.received_at, seen));
             }
         }
         if let Some(first) = duplicate_of {
@@ -145,5 +104,5 @@ pub(super) fn push(
         );
     }
     processed::push_effects(script, &runs, cipher, ids);
-    appended
+    (appended, remember)
 }

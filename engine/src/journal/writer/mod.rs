@@ -7,7 +7,9 @@
 
 mod append;
 mod deliveries;
+mod gather;
 mod processed;
+mod recent;
 mod script;
 
 use std::sync::Arc;
@@ -15,7 +17,7 @@ use std::sync::Arc;
 use anyhow::{Result, anyhow};
 use script::Script;
 use sqlx::{Executor, Sqlite, SqliteConnection};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use super::Reprocessed;
 use super::model::*;
@@ -96,26 +98,44 @@ impl Op {
     }
 }
 
-pub(super) async fn run(
-    mut conn: SqliteConnection,
-    mut rx: mpsc::Receiver<Op>,
+/// Starts the writer on a thread of its own: it blocks while gathering a batch (see
+/// `gather.rs`), with deadlines finer than the async runtime's timers, and drives the
+/// database calls of the batch on that thread.
+pub(super) fn spawn(
+    conn: SqliteConnection,
+    rx: flume::Receiver<Op>,
     cipher: Arc<Cipher>,
-) {
-    let mut ids = match load_ids(&mut conn).await {
-        Ok(ids) => ids,
+) -> std::io::Result<()> {
+    let runtime = tokio::runtime::Handle::current();
+    std::thread::Builder::new()
+        .name("journal-writer".into())
+        .spawn(move || runtime.block_on(run(conn, rx, cipher)))?;
+    Ok(())
+}
+
+async fn run(mut conn: SqliteConnection, rx: flume::Receiver<Op>, cipher: Arc<Cipher>) {
+    let start = async {
+        let ids = load_ids(&mut conn).await?;
+        let recent = recent::Recent::load(&mut conn, crate::journal::now_micros()).await?;
+        anyhow::Ok((ids, recent))
+    };
+    let (mut ids, mut recent) = match start.await {
+        Ok(state) => state,
         Err(e) => {
             tracing::error!(error = %e, "journal writer cannot start");
             return;
         }
     };
-    let mut ops = Vec::with_capacity(1024);
-    while rx.recv_many(&mut ops, 1024).await > 0 {
+    let mut gatherer = gather::Gatherer::new(rx);
+    let mut ops = Vec::with_capacity(gather::MAX_BATCH);
+    while gatherer.next(&mut ops) {
         let started = std::time::Instant::now();
         let (later, batch): (Vec<Op>, Vec<Op>) = ops.drain(..).partition(Op::after_commit);
         let size = batch.len();
         if !batch.is_empty() {
-            match commit(&mut conn, &batch, &cipher, &mut ids).await {
-                Ok(done) => {
+            match commit(&mut conn, &batch, &cipher, &mut ids, &recent).await {
+                Ok((done, seen)) => {
+                    recent.remember(seen);
                     for (op, d) in batch.into_iter().zip(done) {
                         op.answer(Ok(d));
                     }
@@ -125,10 +145,13 @@ pub(super) async fn run(
                     // One bad operation must not fail its neighbours: each runs again alone,
                     // and only the ones that fail on their own get the error.
                     for op in batch {
-                        let alone =
-                            commit(&mut conn, std::slice::from_ref(&op), &cipher, &mut ids).await;
+                        let one = std::slice::from_ref(&op);
+                        let alone = commit(&mut conn, one, &cipher, &mut ids, &recent).await;
                         let alone = match alone {
-                            Ok(mut done) => Ok(done.remove(0)),
+                            Ok((mut done, seen)) => {
+                                recent.remember(seen);
+                                Ok(done.remove(0))
+                            }
                             Err(e) => {
                                 ids = recover(&mut conn, ids, &e).await;
                                 Err(e)
@@ -164,14 +187,16 @@ async fn recover(conn: &mut SqliteConnection, ids: Ids, error: &anyhow::Error) -
 }
 
 /// Applies `ops` in one transaction and commits it (one fsync). The hot operations (appends,
-/// processing results, deliveries) are written as one script: a batch costs two round trips
-/// to the database thread, whatever its size.
+/// processing results, deliveries) are written as one script: a batch costs one round trip
+/// to the database thread, whatever its size. Returns the answers, and the messages to
+/// remember for retransmission detection once the commit is known to have held.
 async fn commit(
     conn: &mut SqliteConnection,
     ops: &[Op],
     cipher: &Cipher,
     ids: &mut Ids,
-) -> Result<Vec<Done>> {
+    recent: &recent::Recent,
+) -> Result<(Vec<Done>, Vec<recent::Remember>)> {
     let appends: Vec<&NewMessage> = ops
         .iter()
         .filter_map(|op| match op {
@@ -180,14 +205,9 @@ async fn commit(
         })
         .collect();
     let mut script = Script::new();
-    let mut appended = if appends.is_empty() {
-        script.statement("BEGIN IMMEDIATE");
-        Vec::new()
-    } else {
-        let earlier = append::begin_and_find_earlier(conn, &appends).await?;
-        append::push(&mut script, &appends, earlier, cipher, ids)
-    }
-    .into_iter();
+    script.statement("BEGIN IMMEDIATE");
+    let (appended, seen) = append::push(&mut script, &appends, recent, cipher, ids);
+    let mut appended = appended.into_iter();
     let processed: Vec<&Processed> = ops
         .iter()
         .filter_map(|op| match op {
@@ -233,7 +253,7 @@ async fn commit(
     }
     script.statement("COMMIT");
     script.run(conn).await?;
-    Ok(done)
+    Ok((done, seen))
 }
 
 async fn load_ids(conn: &mut SqliteConnection) -> Result<Ids> {
@@ -330,7 +350,8 @@ async fn compact(conn: &mut SqliteConnection) -> Result<()> {
         if busy == 0 {
             return Ok(());
         }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        // The writer's own thread: nothing else waits on it meanwhile.
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
     Err(anyhow!(
         "the write-ahead log could not be truncated (checkpoint kept busy)"

@@ -7,7 +7,6 @@
 //! in one round trip. If a statement fails, the ones after it do not run.
 
 use anyhow::Result;
-use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
 
 pub(super) struct Script {
@@ -44,14 +43,9 @@ impl Script {
             return Ok(());
         }
         let mut script = std::mem::replace(self, Script::new());
-        // Not cached: the statements' text changes with the number of rows they carry.
-        script.query.build().persistent(false).execute(conn).await?;
+        // Cached (prepared once): a script's text depends only on how many rows of each kind
+        // it carries, so a steady load repeats a handful of texts.
+        script.query.build().execute(conn).await?;
         Ok(())
-    }
-
-    /// Runs every statement and returns the rows the statements produced, in order.
-    pub async fn fetch(&mut self, conn: &mut SqliteConnection) -> Result<Vec<SqliteRow>> {
-        let mut script = std::mem::replace(self, Script::new());
-        Ok(script.query.build().fetch_all(conn).await?)
     }
 }

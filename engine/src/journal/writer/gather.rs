@@ -1,0 +1,70 @@
+//! Gathering the next batch for the writer.
+//!
+//! Group commit pays when a batch is full: a commit costs about the same for one message as
+//! for ten (an fsync and a dozen pages written either way). Senders that wait for each ACK
+//! before sending again fall into step with the commits: the messages answered by one commit
+//! come back together a moment later, while the next commit holds the others. Left alone, the
+//! writer commits half the senders at a time, forever. So the writer expects back the senders
+//! it just answered and, if their messages are not all in yet, waits for them a short while
+//! (at most [`MAX_WAIT`]) before committing, which puts every sender in the same commit.
+//!
+//! The estimate corrects itself: a sender that does not come back is not expected after the
+//! next commit, so an idle or trickling feed is never delayed by more than one short wait.
+
+use std::time::{Duration, Instant};
+
+use flume::{Receiver, RecvTimeoutError};
+
+use super::Op;
+
+/// The longest a batch waits for expected messages. Measured with 8 lockstep senders on a
+/// 2-core machine: no wait 6.6k–8.0k msg/s, 50–100 µs 7.5k–8.7k, 200 µs 7.3k, 1 ms 4.2k (a
+/// long wait idles the writer more than fuller batches save).
+pub(super) const MAX_WAIT: Duration = Duration::from_micros(100);
+/// The most operations committed together.
+pub(super) const MAX_BATCH: usize = 1024;
+
+pub(super) struct Gatherer {
+    rx: Receiver<Op>,
+    /// Messages appended by the previous commit: their senders are likely to send again.
+    returning: usize,
+}
+
+fn appends(ops: &[Op]) -> usize {
+    ops.iter().filter(|op| matches!(op, Op::Append(..))).count()
+}
+
+impl Gatherer {
+    pub fn new(rx: Receiver<Op>) -> Self {
+        Self { rx, returning: 0 }
+    }
+
+    /// Blocks until there is work and fills `ops` with the next batch; false once every
+    /// sender is gone and nothing is left.
+    pub fn next(&mut self, ops: &mut Vec<Op>) -> bool {
+        match self.rx.recv() {
+            Ok(op) => ops.push(op),
+            Err(_) => return false,
+        }
+        let opened = Instant::now();
+        self.drain(ops);
+        let expected = (self.returning + appends(ops)).min(MAX_BATCH);
+        let deadline = opened + MAX_WAIT;
+        while appends(ops) < expected && ops.len() < MAX_BATCH {
+            match self.rx.recv_deadline(deadline) {
+                Ok(op) => {
+                    ops.push(op);
+                    self.drain(ops);
+                }
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        self.returning = appends(ops);
+        true
+    }
+
+    fn drain(&self, ops: &mut Vec<Op>) {
+        let room = MAX_BATCH.saturating_sub(ops.len());
+        ops.extend(self.rx.try_iter().take(room));
+    }
+}
