@@ -222,3 +222,17 @@ def test_serve_refuses_a_broken_config_file_with_its_position(tmp_path):
     assert out.returncode != 0
     line, column = position(text, line_text, token)
     assert f"{config}:{line}:{column}: {message}" in out.stderr
+
+
+def test_unset_source_address_pauses_the_channel_and_leaves_the_main_address(tmp_path, monkeypatch):
+    monkeypatch.delenv("PASSERELLE_E2E_UNSET_ADDRESS", raising=False)
+    (tmp_path / "channels").mkdir()
+    main = GOOD.replace("id: lab-in", "id: main-in").replace("  address: 127.0.0.1:2600\n", "")
+    (tmp_path / "channels" / "a.yaml").write_text(main)
+    (tmp_path / "channels" / "b.yaml").write_text(GOOD.replace("127.0.0.1:2600", "${PASSERELLE_E2E_UNSET_ADDRESS}"))
+    out = run("check", "--channels", str(tmp_path / "channels"), cwd=tmp_path)
+    assert out.returncode == 0, out
+    assert out.stdout.splitlines() == [
+        "note: channel `lab-in` will be paused: not configured: PASSERELLE_E2E_UNSET_ADDRESS not set",
+        "ok: 2 channel(s)",
+    ]

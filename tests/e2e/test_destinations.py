@@ -269,6 +269,21 @@ def test_unset_variable_pauses_the_channel_until_it_is_set(make_engine, peer, mo
     assert peer.control_ids() == ["UNPAUSED-1"]
 
 
+def test_unset_source_address_pauses_the_channel_beside_one_on_the_main_address(make_engine, tmp_path, monkeypatch):
+    monkeypatch.delenv("PASSERELLE_E2E_SOURCE_ADDRESS", raising=False)
+    main = channel(file_destination("archive", tmp_path / "main"), channel_id="main")
+    other = channel(file_destination("archive", tmp_path / "other"), channel_id="other").replace(
+        "  type: mllp\n", "  type: mllp\n  address: ${PASSERELLE_E2E_SOURCE_ADDRESS}\n", 1)
+    engine = make_engine({"main.yaml": main, "other.yaml": other})
+    assert engine.channel("main")["state"] == "running"
+    state = engine.channel("other")
+    assert state["state"] == "paused"
+    assert "PASSERELLE_E2E_SOURCE_ADDRESS" in state["reason"]
+    send(engine, hl7_message("MAIN-1"))
+    engine.wait_message("MAIN-1", status="sent")
+    assert (tmp_path / "main" / "MAIN-1.hl7").exists()
+
+
 def test_file_name_template_replaces_the_message_type(make_engine, tmp_path):
     out = tmp_path / "out"
     destination = file_destination("archive", out).replace("{control_id}.hl7", "{message_type}-{control_id}.hl7")

@@ -62,8 +62,16 @@ pub fn load_dir(dir: &Path) -> LoadedChannels {
                     ));
                     continue;
                 }
-                let SourceConfig::Mllp { address, .. } = &channel.source;
-                if let Some(other) = mllp_addresses.insert(*address, channel.id.clone()) {
+                let SourceConfig::Mllp {
+                    address,
+                    address_unset,
+                    ..
+                } = &channel.source;
+                // A source whose address is an unset variable is paused: it listens nowhere
+                // and takes no address from another channel.
+                if !address_unset
+                    && let Some(other) = mllp_addresses.insert(*address, channel.id.clone())
+                {
                     let shown = address
                         .map(|a| a.to_string())
                         .unwrap_or_else(|| "the main MLLP address".into());
@@ -273,6 +281,7 @@ impl Checker<'_> {
             );
             return None;
         }
+        let mut address_unset = false;
         let address = match &doc.address {
             Some(text) => match self.value(text) {
                 Some(value) => match value.parse::<SocketAddr>() {
@@ -285,7 +294,10 @@ impl Checker<'_> {
                         None
                     }
                 },
-                None => None,
+                None => {
+                    address_unset = true;
+                    None
+                }
             },
             None => None,
         };
@@ -307,6 +319,7 @@ impl Checker<'_> {
         };
         Some(SourceConfig::Mllp {
             address,
+            address_unset,
             default_charset,
         })
     }
@@ -708,6 +721,25 @@ destinations:
         assert!(
             e[0].starts_with("channels/lab.yaml:2:1: Duplicate key \"id\""),
             "{e:?}"
+        );
+    }
+
+    #[test]
+    fn unset_source_address_pauses_the_channel_without_taking_the_main_address() {
+        let dir = tempfile::tempdir().unwrap();
+        let main = GOOD
+            .replace("id: lab-in", "id: main-in")
+            .replace("  address: 127.0.0.1:2600\n", "");
+        std::fs::write(dir.path().join("a.yaml"), main).unwrap();
+        let other = GOOD.replace("127.0.0.1:2600", "${PASSERELLE_TEST_UNSET_ADDRESS}");
+        std::fs::write(dir.path().join("b.yaml"), other).unwrap();
+        let loaded = load_dir(dir.path());
+        assert!(loaded.problems.is_empty(), "{:?}", loaded.problems);
+        assert_eq!(loaded.channels.len(), 2);
+        assert!(loaded.channels[0].paused.is_none());
+        assert_eq!(
+            loaded.channels[1].paused.as_deref(),
+            Some("not configured: PASSERELLE_TEST_UNSET_ADDRESS not set")
         );
     }
 

@@ -49,6 +49,9 @@ pub enum SourceConfig {
     Mllp {
         /// `None`: the server's main MLLP address.
         address: Option<SocketAddr>,
+        /// `address` names an unset `${VAR}`: the channel is paused and listens nowhere (its
+        /// `address` is then `None` but does not mean the main MLLP address).
+        address_unset: bool,
         default_charset: Charset,
     },
 }
