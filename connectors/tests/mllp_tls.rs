@@ -190,3 +190,49 @@ async fn bad_tls_files_are_reported() {
         .unwrap_err();
     assert!(matches!(err, MllpError::Tls(_)), "{err:?}");
 }
+
+#[test]
+fn validate_names_the_file_at_fault() {
+    let pki = pki();
+    let good = TlsConfig {
+        cert_chain_pem: pki.path("server.crt"),
+        private_key_pem: pki.path("server.key"),
+        client_ca_pem: Some(pki.path("ca.pem")),
+    };
+    good.validate().unwrap();
+
+    let missing = TlsConfig {
+        cert_chain_pem: pki.path("absent.crt"),
+        ..good.clone()
+    };
+    let e = missing.validate().unwrap_err();
+    assert_eq!(e.file(), Some(pki.path("absent.crt").as_path()));
+    assert!(e.to_string().contains("absent.crt"), "{e}");
+
+    write(&pki.path("junk.key"), "not a key\n");
+    let junk_key = TlsConfig {
+        private_key_pem: pki.path("junk.key"),
+        ..good.clone()
+    };
+    let e = junk_key.validate().unwrap_err();
+    assert_eq!(e.file(), Some(pki.path("junk.key").as_path()));
+    assert!(e.to_string().contains("junk.key"), "{e}");
+
+    let bad_ca = TlsConfig {
+        client_ca_pem: Some(pki.path("server.key")),
+        ..good.clone()
+    };
+    let e = bad_ca.validate().unwrap_err();
+    assert_eq!(e.file(), Some(pki.path("server.key").as_path()));
+
+    // A key that does not go with the certificate: both files are named.
+    let mismatch = TlsConfig {
+        private_key_pem: pki.path("client.key"),
+        ..good
+    };
+    let e = mismatch.validate().unwrap_err();
+    assert!(
+        e.to_string().contains("server.crt") && e.to_string().contains("client.key"),
+        "{e}"
+    );
+}

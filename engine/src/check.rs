@@ -16,17 +16,32 @@ pub struct Report {
 
 pub fn run(args: &CommonArgs) -> Report {
     let mut problems = Vec::new();
-    let file = match &args.config {
-        Some(path) => ConfigFile::load(path).unwrap_or_else(|mut d| {
-            problems.append(&mut d);
-            ConfigFile::default()
-        }),
-        None if Path::new(crate::config::CONFIG_FILE).exists() => {
-            ConfigFile::load(Path::new(crate::config::CONFIG_FILE)).unwrap_or_else(|mut d| {
-                problems.append(&mut d);
+    let path = match &args.config {
+        Some(path) => Some(path.as_path()),
+        None => Some(Path::new(crate::config::CONFIG_FILE)).filter(|p| p.exists()),
+    };
+    let file = match path {
+        Some(path) => match std::fs::read_to_string(path) {
+            Ok(text) => match ConfigFile::parse(path, &text) {
+                Ok(file) => {
+                    // The TLS files are read as the MLLP listeners will read them.
+                    if let Some(tls) = &file.mllp.tls
+                        && let Err(d) = tls.check(path, &text)
+                    {
+                        problems.push(d);
+                    }
+                    file
+                }
+                Err(mut d) => {
+                    problems.append(&mut d);
+                    ConfigFile::default()
+                }
+            },
+            Err(e) => {
+                problems.push(Diagnostic::new(path, 0, 0, format!("cannot read: {e}")));
                 ConfigFile::default()
-            })
-        }
+            }
+        },
         None => ConfigFile::default(),
     };
     let mut loaded = load_dir(&args.channels_dir(&file));

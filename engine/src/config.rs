@@ -133,7 +133,7 @@ impl ConfigFile {
 /// Byte offset of the key at `path` (`["mllp", "address"]`) where the file writes it, be it
 /// under a `[section]` header, as a dotted key or in an inline table. Searching the text for
 /// the name would find the same key of another section, or a comment.
-fn key_offset(text: &str, path: &[&str]) -> Option<usize> {
+pub(crate) fn key_offset(text: &str, path: &[&str]) -> Option<usize> {
     let document = toml::de::DeTable::parse(text).ok()?;
     let (last, sections) = path.split_last()?;
     let mut table = document.get_ref();
@@ -145,6 +145,42 @@ fn key_offset(text: &str, path: &[&str]) -> Option<usize> {
     }
     let (key, _) = table.get_key_value(*last)?;
     Some(key.span().start)
+}
+
+impl TlsSection {
+    /// The server TLS settings these keys describe.
+    pub fn server_config(&self) -> passerelle_connectors::mllp::TlsConfig {
+        passerelle_connectors::mllp::TlsConfig {
+            cert_chain_pem: self.certificate.clone(),
+            private_key_pem: self.private_key.clone(),
+            client_ca_pem: self.client_ca.clone(),
+        }
+    }
+
+    /// Reads the certificate, key and client CA files as the MLLP listeners do when they
+    /// start. The error names the file; the diagnostic points at the key of `config_text`
+    /// (the text of `config_path`) that names it.
+    pub fn check(&self, config_path: &Path, config_text: &str) -> Result<(), Diagnostic> {
+        let Err(e) = self.server_config().validate() else {
+            return Ok(());
+        };
+        let key = match e.file() {
+            Some(f) if f == self.private_key => "private_key",
+            Some(f) if Some(f) == self.client_ca.as_deref() => "client_ca",
+            Some(f) if f == self.certificate => "certificate",
+            // The certificate and key do not go together: point at the key.
+            _ => "private_key",
+        };
+        let offset = key_offset(config_text, &["mllp", "tls", key])
+            .or_else(|| key_offset(config_text, &["mllp", "tls"]))
+            .unwrap_or(0);
+        Err(Diagnostic::at_offset(
+            config_path,
+            config_text,
+            offset,
+            format!("[mllp.tls] {key}: {e}"),
+        ))
+    }
 }
 
 pub fn duration_or(text: Option<&str>, default: Duration) -> Duration {

@@ -21,6 +21,7 @@ use crate::runtime::ingest::MllpIngest;
 use crate::settings::Settings;
 
 pub async fn run(settings: Settings) -> Result<()> {
+    settings.check_tls()?;
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("creating the data dir {}", settings.data_dir.display()))?;
     let loaded = load_dir(&settings.channels_dir);

@@ -44,6 +44,8 @@ pub struct ListenArgs {
 
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// The configuration file read, if any.
+    pub config_path: Option<PathBuf>,
     pub file: ConfigFile,
     pub data_dir: PathBuf,
     pub database_url: String,
@@ -95,7 +97,7 @@ impl CommonArgs {
 }
 
 pub fn resolve(common: &CommonArgs, listen: &ListenArgs) -> Result<Settings> {
-    let (_, file) = common.config_file()?;
+    let (config_path, file) = common.config_file()?;
     let data_dir = common.data_dir(&file);
     let database_url = common.database_url(&file, &data_dir);
     let address = |flag: &Option<String>,
@@ -130,11 +132,27 @@ pub fn resolve(common: &CommonArgs, listen: &ListenArgs) -> Result<Settings> {
         database_url,
         http,
         mllp,
+        config_path,
         file,
     })
 }
 
 impl Settings {
+    /// Reads the `[mllp.tls]` files as the MLLP listeners will, so that a missing or invalid
+    /// file stops the start instead of leaving the listeners down.
+    pub fn check_tls(&self) -> Result<()> {
+        let Some(tls) = &self.file.mllp.tls else {
+            return Ok(());
+        };
+        let Some(path) = &self.config_path else {
+            return Ok(());
+        };
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        tls.check(path, &text)
+            .map_err(|d| anyhow!("{d}").context("MLLP over TLS cannot be set up"))
+    }
+
     pub fn mllp_server_config(&self) -> passerelle_connectors::mllp::ServerConfig {
         let section = &self.file.mllp;
         let mut config = passerelle_connectors::mllp::ServerConfig::default();
@@ -148,14 +166,7 @@ impl Settings {
         if let Some(n) = section.pipeline_window {
             config.pipeline_window = n.max(1);
         }
-        config.tls = section
-            .tls
-            .as_ref()
-            .map(|t| passerelle_connectors::mllp::TlsConfig {
-                cert_chain_pem: t.certificate.clone(),
-                private_key_pem: t.private_key.clone(),
-                client_ca_pem: t.client_ca.clone(),
-            });
+        config.tls = section.tls.as_ref().map(|t| t.server_config());
         config
     }
 }

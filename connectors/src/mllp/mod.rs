@@ -12,4 +12,4 @@ pub mod tls;
 pub use client::{ClientConfig, MllpClient, MllpError};
 pub use codec::{Frame, MllpCodec};
 pub use server::{DRAIN_QUIET, FrameHandler, ServerConfig, ServerStats, serve, serve_with_stats};
-pub use tls::{ClientTls, TlsConfig};
+pub use tls::{ClientTls, TlsConfig, TlsSetupError};

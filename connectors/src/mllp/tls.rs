@@ -39,8 +39,41 @@ pub struct ClientTls {
 
 /// Why a TLS configuration could not be built. The message names the file.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct TlsSetupError(String);
+#[error("{message}")]
+pub struct TlsSetupError {
+    message: String,
+    file: Option<PathBuf>,
+}
+
+impl TlsSetupError {
+    fn new(message: String) -> Self {
+        Self {
+            message,
+            file: None,
+        }
+    }
+
+    fn in_file(path: &Path, message: String) -> Self {
+        Self {
+            message,
+            file: Some(path.to_path_buf()),
+        }
+    }
+
+    /// The file at fault, when the problem is in one file (a missing or unreadable file, no
+    /// certificate or key in it, an invalid CA certificate).
+    pub fn file(&self) -> Option<&Path> {
+        self.file.as_deref()
+    }
+}
+
+impl TlsConfig {
+    /// Reads the certificate, key and client CA files and builds the server configuration,
+    /// as the listener does when it starts, so that a mistake is found before it is needed.
+    pub fn validate(&self) -> Result<(), TlsSetupError> {
+        acceptor(self).map(drop)
+    }
+}
 
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -49,33 +82,42 @@ fn provider() -> Arc<CryptoProvider> {
 fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsSetupError> {
     let certs = CertificateDer::pem_file_iter(path)
         .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| TlsSetupError(format!("reading certificates from {}: {e}", path.display())))?;
+        .map_err(|e| {
+            TlsSetupError::in_file(
+                path,
+                format!("reading certificates from {}: {e}", path.display()),
+            )
+        })?;
     if certs.is_empty() {
-        return Err(TlsSetupError(format!(
-            "no certificate found in {}",
-            path.display()
-        )));
+        return Err(TlsSetupError::in_file(
+            path,
+            format!("no certificate found in {}", path.display()),
+        ));
     }
     Ok(certs)
 }
 
 fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsSetupError> {
-    PrivateKeyDer::from_pem_file(path)
-        .map_err(|e| TlsSetupError(format!("reading private key from {}: {e}", path.display())))
+    PrivateKeyDer::from_pem_file(path).map_err(|e| {
+        TlsSetupError::in_file(
+            path,
+            format!("reading private key from {}: {e}", path.display()),
+        )
+    })
 }
 
 fn load_roots(path: &Path) -> Result<rustls::RootCertStore, TlsSetupError> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in load_certs(path)? {
-        roots
-            .add(cert)
-            .map_err(|e| TlsSetupError(format!("CA certificate in {}: {e}", path.display())))?;
+        roots.add(cert).map_err(|e| {
+            TlsSetupError::in_file(path, format!("CA certificate in {}: {e}", path.display()))
+        })?;
     }
     Ok(roots)
 }
 
 fn rustls_error(what: &str) -> impl FnOnce(rustls::Error) -> TlsSetupError + '_ {
-    move |e| TlsSetupError(format!("{what}: {e}"))
+    move |e| TlsSetupError::new(format!("{what}: {e}"))
 }
 
 /// Builds the acceptor used by the server for every connection.
@@ -89,7 +131,9 @@ pub(crate) fn acceptor(config: &TlsConfig) -> Result<TlsAcceptor, TlsSetupError>
             let verifier =
                 WebPkiClientVerifier::builder_with_provider(Arc::new(load_roots(ca)?), provider)
                     .build()
-                    .map_err(|e| TlsSetupError(format!("client CA {}: {e}", ca.display())))?;
+                    .map_err(|e| {
+                        TlsSetupError::in_file(ca, format!("client CA {}: {e}", ca.display()))
+                    })?;
             builder.with_client_cert_verifier(verifier)
         }
         None => builder.with_no_client_auth(),
@@ -99,7 +143,13 @@ pub(crate) fn acceptor(config: &TlsConfig) -> Result<TlsAcceptor, TlsSetupError>
             load_certs(&config.cert_chain_pem)?,
             load_key(&config.private_key_pem)?,
         )
-        .map_err(rustls_error("server certificate and key"))?;
+        .map_err(|e| {
+            TlsSetupError::new(format!(
+                "server certificate {} and private key {}: {e}",
+                config.cert_chain_pem.display(),
+                config.private_key_pem.display()
+            ))
+        })?;
     Ok(TlsAcceptor::from(Arc::new(server)))
 }
 
@@ -118,13 +168,13 @@ pub(crate) fn connector(
             .map_err(rustls_error("client certificate and key"))?,
         (None, None) => builder.with_no_client_auth(),
         _ => {
-            return Err(TlsSetupError(
+            return Err(TlsSetupError::new(
                 "client certificate and client key must be given together".into(),
             ));
         }
     };
     let name = config.server_name.as_deref().unwrap_or(host);
     let server_name = ServerName::try_from(name.to_owned())
-        .map_err(|e| TlsSetupError(format!("invalid TLS server name {name:?}: {e}")))?;
+        .map_err(|e| TlsSetupError::new(format!("invalid TLS server name {name:?}: {e}")))?;
     Ok((TlsConnector::from(Arc::new(client)), server_name))
 }
