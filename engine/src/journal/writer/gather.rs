@@ -40,21 +40,26 @@ impl Gatherer {
     }
 
     /// Blocks until there is work and fills `ops` with the next batch; false once every
-    /// sender is gone and nothing is left.
-    pub fn next(&mut self, ops: &mut Vec<Op>) -> bool {
+    /// sender is gone and nothing is left. `arrived` sees each operation as it comes in, so
+    /// the writer can prepare it while it waits for the rest.
+    pub fn next(&mut self, ops: &mut Vec<Op>, mut arrived: impl FnMut(&Op)) -> bool {
         match self.rx.recv() {
-            Ok(op) => ops.push(op),
+            Ok(op) => {
+                arrived(&op);
+                ops.push(op);
+            }
             Err(_) => return false,
         }
         let opened = Instant::now();
-        self.drain(ops);
+        self.drain(ops, &mut arrived);
         let expected = (self.returning + appends(ops)).min(MAX_BATCH);
         let deadline = opened + MAX_WAIT;
         while appends(ops) < expected && ops.len() < MAX_BATCH {
             match self.rx.recv_deadline(deadline) {
                 Ok(op) => {
+                    arrived(&op);
                     ops.push(op);
-                    self.drain(ops);
+                    self.drain(ops, &mut arrived);
                 }
                 Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
             }
@@ -63,8 +68,11 @@ impl Gatherer {
         true
     }
 
-    fn drain(&self, ops: &mut Vec<Op>) {
+    fn drain(&self, ops: &mut Vec<Op>, arrived: &mut impl FnMut(&Op)) {
         let room = MAX_BATCH.saturating_sub(ops.len());
-        ops.extend(self.rx.try_iter().take(room));
+        for op in self.rx.try_iter().take(room) {
+            arrived(&op);
+            ops.push(op);
+        }
     }
 }

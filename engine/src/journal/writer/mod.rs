@@ -128,12 +128,19 @@ async fn run(mut conn: SqliteConnection, rx: flume::Receiver<Op>, cipher: Arc<Ci
     };
     let mut gatherer = gather::Gatherer::new(rx);
     let mut ops = Vec::with_capacity(gather::MAX_BATCH);
-    while gatherer.next(&mut ops) {
+    let mut prepared = Vec::with_capacity(gather::MAX_BATCH);
+    while gatherer.next(&mut ops, |op| {
+        if let Op::Append(m, _) = op {
+            let p = append::prepare(m, &prepared, &recent, &cipher, &mut ids);
+            prepared.push(p);
+        }
+    }) {
         let started = std::time::Instant::now();
         let (later, batch): (Vec<Op>, Vec<Op>) = ops.drain(..).partition(Op::after_commit);
         let size = batch.len();
+        let ready = std::mem::take(&mut prepared);
         if !batch.is_empty() {
-            match commit(&mut conn, &batch, &cipher, &mut ids, &recent).await {
+            match commit(&mut conn, &batch, ready, &cipher, &mut ids).await {
                 Ok((done, seen)) => {
                     recent.remember(seen);
                     for (op, d) in batch.into_iter().zip(done) {
@@ -146,7 +153,13 @@ async fn run(mut conn: SqliteConnection, rx: flume::Receiver<Op>, cipher: Arc<Ci
                     // and only the ones that fail on their own get the error.
                     for op in batch {
                         let one = std::slice::from_ref(&op);
-                        let alone = commit(&mut conn, one, &cipher, &mut ids, &recent).await;
+                        let ready = match &op {
+                            Op::Append(m, _) => {
+                                vec![append::prepare(m, &[], &recent, &cipher, &mut ids)]
+                            }
+                            _ => Vec::new(),
+                        };
+                        let alone = commit(&mut conn, one, ready, &cipher, &mut ids).await;
                         let alone = match alone {
                             Ok((mut done, seen)) => {
                                 recent.remember(seen);
@@ -186,16 +199,17 @@ async fn recover(conn: &mut SqliteConnection, ids: Ids, error: &anyhow::Error) -
     load_ids(conn).await.unwrap_or(ids)
 }
 
-/// Applies `ops` in one transaction and commits it (one fsync). The hot operations (appends,
+/// Applies `ops` (their appends already `prepared`, in order) in one transaction and commits
+/// it (one fsync). The hot operations (appends,
 /// processing results, deliveries) are written as one script: a batch costs one round trip
 /// to the database thread, whatever its size. Returns the answers, and the messages to
 /// remember for retransmission detection once the commit is known to have held.
 async fn commit(
     conn: &mut SqliteConnection,
     ops: &[Op],
+    prepared: Vec<append::Prepared>,
     cipher: &Cipher,
     ids: &mut Ids,
-    recent: &recent::Recent,
 ) -> Result<(Vec<Done>, Vec<recent::Remember>)> {
     let appends: Vec<&NewMessage> = ops
         .iter()
@@ -204,9 +218,21 @@ async fn commit(
             _ => None,
         })
         .collect();
+    if appends.len() != prepared.len() {
+        return Err(anyhow!(
+            "journal writer: {} appends, {} prepared",
+            appends.len(),
+            prepared.len()
+        ));
+    }
     let mut script = Script::new();
     script.statement("BEGIN IMMEDIATE");
-    let (appended, seen) = append::push(&mut script, &appends, recent, cipher, ids);
+    let (appended, seen) = append::push(
+        &mut script,
+        appends.into_iter().zip(prepared).collect(),
+        cipher,
+        ids,
+    );
     let mut appended = appended.into_iter();
     let processed: Vec<&Processed> = ops
         .iter()
