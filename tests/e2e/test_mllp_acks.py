@@ -148,6 +148,15 @@ def test_enhanced_mode_error_condition_gets_a_commit_error(engine):
     ack = send_hl7(engine.mllp_port, message)
     assert (ack.code, ack.control_id) == ("CE", "ENH-ER-BAD")
     assert ack.errors[0].code.startswith("100^")
+    # The journal records the code sent.
+    assert engine.wait_message("ENH-ER-BAD", status="rejected")["ack"] == "CE"
+
+
+def test_enhanced_mode_reject_gets_a_commit_reject_journaled_as_sent(engine):
+    message = hl7_message("ENH-CR", accept_ack="AL", body=["PID|1||123||H\xc9L\xc8NE"])
+    ack = send_hl7(engine.mllp_port, message.encode("latin-1"))
+    assert (ack.code, ack.control_id) == ("CR", "ENH-CR")
+    assert engine.wait_message("ENH-CR", status="rejected")["ack"] == "CR"
 
 
 def test_retransmission_is_acknowledged_again_and_journaled_as_duplicate(engine):

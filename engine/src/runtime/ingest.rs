@@ -72,20 +72,12 @@ impl MllpIngest {
         reject: bool,
         error: Option<AckError>,
     ) -> Option<Bytes> {
-        let enhanced = header.is_some_and(|h| ack_mode(h) == AckMode::Enhanced);
         if let Some(h) = header
             && !accept_ack_wanted(h, positive)
         {
             return None;
         }
-        let code = match (enhanced, positive, reject) {
-            (false, true, _) => AckCode::AA,
-            (false, false, true) => AckCode::AR,
-            (false, false, false) => AckCode::AE,
-            (true, true, _) => AckCode::CA,
-            (true, false, true) => AckCode::CR,
-            (true, false, false) => AckCode::CE,
-        };
+        let code = ack_code(header, positive, reject);
         let timestamp = chrono::Local::now().format("%Y%m%d%H%M%S%z").to_string();
         let mut builder = AckBuilder::new(header, code, self.ack_ids.next(), timestamp);
         if let Some(e) = error {
@@ -103,11 +95,13 @@ impl MllpIngest {
         header: Option<&Header<'_>>,
         error: AckError,
     ) -> Option<Bytes> {
-        // Errors in the header make the message unusable (reject); elsewhere it is an error
-        // in the content.
-        let reject = error.location.as_ref().is_none_or(|l| l.segment == "MSH");
+        let reject = is_reject(&error);
         let reply = self.ack(header, false, reject, Some(error.clone()));
-        let code = reply.as_ref().map(|_| if reject { "AR" } else { "AE" });
+        // The code actually sent: CR/CE rather than AR/AE when the sender asked for enhanced
+        // mode.
+        let code = reply
+            .as_ref()
+            .map(|_| ack_code(header, false, reject).as_str());
         let record = NewMessage {
             ack: code.map(String::from),
             error: Some(format!(
@@ -198,13 +192,8 @@ impl MllpIngest {
         });
         let header = message.header();
         let wants_ack = accept_ack_wanted(&header, true);
-        let ack_code = if ack_mode(&header) == AckMode::Enhanced {
-            "CA"
-        } else {
-            "AA"
-        };
         let record = NewMessage {
-            ack: wants_ack.then(|| ack_code.to_string()),
+            ack: wants_ack.then(|| ack_code(Some(&header), true, false).as_str().to_string()),
             ..self.record(
                 bytes.to_vec(),
                 peer,
@@ -263,14 +252,34 @@ impl MllpIngest {
         // byte in the wrong charset): use it so the sender can match our answer to its message.
         let msh_only = Message::parse_header_lenient(bytes, &self.options).ok();
         let header = msh_only.as_ref().map(|m| m.header());
-        self.refuse(
-            bytes.to_vec(),
-            peer,
-            started,
-            header.as_ref(),
-            AckError::from(error),
-        )
-        .await
+        let error = AckError::from(error);
+        self.refuse(bytes.to_vec(), peer, started, header.as_ref(), error)
+            .await
+    }
+}
+
+/// The acknowledgement code for an answer: AA/AR/AE in original mode, CA/CR/CE when the
+/// message asks for enhanced mode (MSH-15/16).
+fn ack_code(header: Option<&Header<'_>>, positive: bool, reject: bool) -> AckCode {
+    let enhanced = header.is_some_and(|h| ack_mode(h) == AckMode::Enhanced);
+    match (enhanced, positive, reject) {
+        (false, true, _) => AckCode::AA,
+        (false, false, true) => AckCode::AR,
+        (false, false, false) => AckCode::AE,
+        (true, true, _) => AckCode::CA,
+        (true, false, true) => AckCode::CR,
+        (true, false, false) => AckCode::CE,
+    }
+}
+
+/// Whether a refusal is a reject (AR/CR: the message as a whole cannot be taken, the sender
+/// must not send it again as is) rather than an error in its content (AE/CE).
+fn is_reject(error: &AckError) -> bool {
+    match error.location.as_ref() {
+        // Nothing to point at, or the header: the message is unusable.
+        None => true,
+        Some(l) if l.segment == "MSH" => true,
+        Some(_) => false,
     }
 }
 
