@@ -1,6 +1,6 @@
 """MLLP acknowledgements as a sending system sees them: AA for what is journaled, AE/AR with
-an ERR segment for what is refused (and the refusal journaled), enhanced mode (MSH-15) and
-retransmissions."""
+an ERR segment for what is refused (and the refusal journaled), batches rejected, enhanced
+mode (MSH-15) and retransmissions."""
 
 import pytest
 from hl7apy.consts import VALIDATION_LEVEL
@@ -49,6 +49,15 @@ MSH_BAD_ENCODING = b"MSH|^~|HIS|CHBM|PASSERELLE|CHBM|20240101120000||ADT^A01^ADT
 JUNK = bytes(range(0x80, 0x100)) + b"\x00\x01\x02\x03" * 8
 
 
+# A batch file: FHS/BHS envelope around two messages, BTS/FTS trailers.
+BATCH = (
+    "FHS|^~\\&|HIS|CHBM|PASSERELLE|CHBM|20240101120000||||FILE-1\r"
+    "BHS|^~\\&|HIS|CHBM|PASSERELLE|CHBM|20240101120000||||BATCH-1\r"
+    + hl7_message("IN-BATCH-1")
+    + hl7_message("IN-BATCH-2")
+    + "BTS|2\rFTS|1\r"
+).encode()
+
 OVERSIZE = hl7_message("BIG-1", body=["PID|1||123", "NTE|1||" + "x" * 10240]).encode()
 
 # id, payload, MSA-1, MSA-2 (None: not checked, the MSH itself is broken), ERR-2, ERR-3,
@@ -66,6 +75,8 @@ REFUSALS = [
      "100^Segment sequence error^HL70357", ["invalid segment id", "pv1"]),
     ("invalid-utf8", hl7_message("LAT-1", body=["PID|1||123||H\xc9L\xc8NE^Fran\xe7ois"]).encode("latin-1"),
      "AR", "LAT-1", "", "102^Data type error^HL70357", ["0xC9", "8859/1"]),
+    ("batch", BATCH, "AR", "", "FHS^1", "200^Unsupported message type^HL70357",
+     ["batches (FHS/BHS) are not accepted over MLLP"]),
     ("oversize", OVERSIZE, "AR", "BIG-1", "", "207^Application internal error^HL70357",
      [f"message of {len(OVERSIZE)} bytes", f"maximum of {MAX_SIZE} bytes"]),
 ]

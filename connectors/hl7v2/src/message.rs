@@ -345,6 +345,9 @@ fn read_raw_header(bytes: &[u8]) -> Result<RawHeader<'_>, ParseError> {
     let first = bytes.get(..3).unwrap_or(bytes);
     if first != b"MSH" {
         if first == b"FHS" || first == b"BHS" {
+            // 200 "Unsupported message type" rather than 207 "Application internal error":
+            // the input is well-formed HL7, of a kind (a batch envelope) that this parser does
+            // not take; nothing failed on the receiver's side.
             return Err(ParseError::new(
                 ErrorCode::UnsupportedMessageType,
                 Some(Location::new(String::from_utf8_lossy(first), 1)),

@@ -252,7 +252,21 @@ impl MllpIngest {
         // byte in the wrong charset): use it so the sender can match our answer to its message.
         let msh_only = Message::parse_header_lenient(bytes, &self.options).ok();
         let header = msh_only.as_ref().map(|m| m.header());
-        let error = AckError::from(error);
+        let mut error = AckError::from(error);
+        if error
+            .location
+            .as_ref()
+            .is_some_and(|l| l.segment == "FHS" || l.segment == "BHS")
+        {
+            // A batch file or batch (FHS/BHS envelope): rejected (AR, see `is_reject`) with
+            // 200 "Unsupported message type" rather than 207 "Application internal error":
+            // nothing failed on our side, the sender sent a kind of transmission this engine
+            // does not take over MLLP, and sending it again as is would fail the same way.
+            error.code = ErrorCode::UnsupportedMessageType;
+            error.message = "batches (FHS/BHS) are not accepted over MLLP by this engine: \
+                             send each message in its own frame, starting with MSH"
+                .into();
+        }
         self.refuse(bytes.to_vec(), peer, started, header.as_ref(), error)
             .await
     }
@@ -279,6 +293,8 @@ fn is_reject(error: &AckError) -> bool {
         // Nothing to point at, or the header: the message is unusable.
         None => true,
         Some(l) if l.segment == "MSH" => true,
+        // A batch (FHS/BHS envelope) is not accepted over MLLP: one message per frame.
+        Some(l) if l.segment == "FHS" || l.segment == "BHS" => true,
         Some(_) => false,
     }
 }
