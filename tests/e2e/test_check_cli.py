@@ -236,3 +236,49 @@ def test_unset_source_address_pauses_the_channel_and_leaves_the_main_address(tmp
         "note: channel `lab-in` will be paused: not configured: PASSERELLE_E2E_UNSET_ADDRESS not set",
         "ok: 2 channel(s)",
     ]
+
+
+# (text in GOOD, replacement, the line the error is on, the token it points at, message)
+BROKEN_POSITIONS = {
+    "filter-without-condition": ("- message_type: [ORU^R01]", "- {}", "- {}", "{",
+                                 "a filter needs `field` (with a test), `message_type`, `any` or `all`"),
+    "unknown-key-in-a-filter-item": ("  - field: MSH-4\n", "  - description: lab\n", "- description", "description",
+                           "unknown key `description`"),
+    "nested-filter-without-condition": (
+        "- message_type: [ORU^R01]", "- any:\n      - field: MSH-3\n        equals: LAB\n      - {}", "      - {}", "{",
+        "a filter needs `field` (with a test), `message_type`, `any` or `all`"),
+    "route-message-type": ("message_type: ORU\n", "message_type: ORU_R01\n", "message_type: ORU_R01", "ORU_R01",
+                           "message type `ORU_R01`: expected TYPE or TYPE^EVENT, e.g. ADT^A01"),
+    "file-connect-timeout": ("directory: out\n", "directory: out\n    connect_timeout: 1s\n", "connect_timeout",
+                             "connect_timeout", "`connect_timeout` does not apply to a file destination"),
+    "file-ack-timeout": ("directory: out\n", "directory: out\n    ack_timeout: 1s\n", "ack_timeout",
+                         "ack_timeout", "`ack_timeout` does not apply to a file destination"),
+}
+
+
+@pytest.mark.parametrize("case", BROKEN_POSITIONS)
+def test_channel_errors_point_at_the_item_or_key(tmp_path, case):
+    old, new, line_text, token, message = BROKEN_POSITIONS[case]
+    assert GOOD.count(old) == 1
+    text = GOOD.replace(old, new)
+    (tmp_path / "channels").mkdir()
+    path = tmp_path / "channels" / "lab.yaml"
+    path.write_text(text)
+    out = run("check", "--channels", str(path.parent), cwd=tmp_path)
+    assert out.returncode != 0
+    line, column = position(text, line_text, token)
+    assert out.stdout.splitlines() == [f"{path}:{line}:{column}: {message}"] or (
+        message.startswith("unknown key") and out.stdout.startswith(f"{path}:{line}:{column}: {message}")
+    ), out.stdout
+
+
+def test_test_without_field_beside_another_condition_is_an_error(tmp_path):
+    text = GOOD.replace("- message_type: [ORU^R01]", "- message_type: [ORU^R01]\n    equals: LAB")
+    (tmp_path / "channels").mkdir()
+    path = tmp_path / "channels" / "lab.yaml"
+    path.write_text(text)
+    out = run("check", "--channels", str(path.parent), cwd=tmp_path)
+    line, column = position(text, "- message_type: [ORU^R01]", "message_type")
+    assert out.stdout.splitlines() == [
+        f"{path}:{line}:{column}: a test (equals, not_equals, in, not_in, starts_with, exists) needs `field`"
+    ], out.stdout

@@ -106,6 +106,44 @@ def test_filters_keep_matching_messages_and_mark_the_others_filtered(make_engine
     assert engine.channel("out")["filtered"] == 3
 
 
+def test_a_filter_item_of_two_kinds_needs_both(make_engine, tmp_path):
+    out = tmp_path / "out"
+    filters = "  - message_type: [ADT]\n    field: PID-8\n    in: [F, M]\n"
+    engine = make_engine({"out.yaml": channel(file_destination("archive", out), filters=filters)})
+    unknown_sex = "PID|1||123456^^^CHBM^PI||DUPONT^JEAN||19700101|U"
+    send(
+        engine,
+        hl7_message("BOTH-1"),
+        hl7_message("TYPE-ONLY", body=[unknown_sex]),
+        hl7_message("FIELD-ONLY", "ORU^R01^ORU_R01"),
+    )
+    engine.wait_message("BOTH-1", status="sent")
+    for control_id, reason in [("TYPE-ONLY", "PID-8"), ("FIELD-ONLY", "message type")]:
+        detail = engine.message(engine.wait_message(control_id, status="filtered")["id"])
+        assert reason in step(detail, "filter")["detail"]
+    assert [p.name for p in out.iterdir()] == ["BOTH-1.hl7"]
+
+
+def test_a_nested_filter_item_of_two_kinds_needs_both(make_engine, tmp_path):
+    out = tmp_path / "out"
+    filters = (
+        "  - any:\n"
+        "      - message_type: [ORU]\n        field: MSH-4\n        equals: CHBM\n"
+        "      - field: MSH-3\n        equals: RAD\n"
+    )
+    engine = make_engine({"out.yaml": channel(file_destination("archive", out), filters=filters)})
+    send(
+        engine,
+        hl7_message("ORU-CHBM", "ORU^R01^ORU_R01"),
+        hl7_message("ADT-CHBM"),
+        hl7_message("ORU-OTHER", "ORU^R01^ORU_R01", facility="OTHER"),
+    )
+    engine.wait_message("ORU-CHBM", status="sent")
+    engine.wait_message("ADT-CHBM", status="filtered")
+    engine.wait_message("ORU-OTHER", status="filtered")
+    assert [p.name for p in out.iterdir()] == ["ORU-CHBM.hl7"]
+
+
 ROUTES = """\
   type: route-by-message-type
   routes:

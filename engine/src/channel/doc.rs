@@ -15,7 +15,7 @@ pub struct ChannelDoc {
     pub enabled: Option<bool>,
     pub source: SourceDoc,
     #[serde(default)]
-    pub filters: Vec<ConditionDoc>,
+    pub filters: Vec<Spanned<ConditionDoc>>,
     pub transform: Option<TransformDoc>,
     #[serde(default)]
     pub destinations: Vec<DestinationDoc>,
@@ -32,8 +32,8 @@ pub struct SourceDoc {
     pub charset: Option<Text>,
 }
 
-/// A filter condition. Exactly one of the tests applies to `field`, or a `message_type` list,
-/// or an `any` / `all` group.
+/// A filter condition: `field` with exactly one of the tests, a `message_type` list, an `any`
+/// or an `all` group. An item holding several of these kinds holds when each of them holds.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConditionDoc {
@@ -46,8 +46,8 @@ pub struct ConditionDoc {
     pub starts_with: Option<Text>,
     pub exists: Option<Spanned<bool>>,
     pub message_type: Option<Vec<Text>>,
-    pub any: Option<Vec<ConditionDoc>>,
-    pub all: Option<Vec<ConditionDoc>>,
+    pub any: Option<Vec<Spanned<ConditionDoc>>>,
+    pub all: Option<Vec<Spanned<ConditionDoc>>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -106,6 +106,7 @@ pub fn parse(file: &Path, text: &str) -> Result<Channel, Vec<Diagnostic>> {
         .map_err(|e| vec![yaml_error(file, text, e)])?;
     let mut checker = Checker {
         file,
+        text,
         problems: Vec::new(),
         missing_vars: Vec::new(),
     };
@@ -151,7 +152,10 @@ fn yaml_error(file: &Path, text: &str, error: marked_yaml::FromYamlError) -> Dia
                 other => friendly_serde_message(&other.to_string()),
             };
             match e.start_mark() {
-                Some(mark) => Diagnostic::new(file, mark.line(), mark.column(), message),
+                Some(mark) => {
+                    let (line, column) = key_start(text, mark.line(), mark.column());
+                    Diagnostic::new(file, line, column, message)
+                }
                 None => Diagnostic::at_offset(file, text, 0, message),
             }
         }
@@ -180,14 +184,21 @@ fn friendly_serde_message(message: &str) -> String {
 
 struct Checker<'f> {
     file: &'f Path,
+    text: &'f str,
     problems: Vec<Diagnostic>,
     missing_vars: Vec<String>,
 }
 
 impl Checker<'_> {
     fn error<T>(&mut self, at: &Spanned<T>, message: impl Into<String>) {
-        self.problems
-            .push(Diagnostic::at(self.file, at.span().start(), message));
+        let diagnostic = match at.span().start() {
+            Some(mark) => {
+                let (line, column) = key_start(self.text, mark.line(), mark.column());
+                Diagnostic::new(self.file, line, column, message)
+            }
+            None => Diagnostic::at(self.file, None, message),
+        };
+        self.problems.push(diagnostic);
     }
 
     /// The value with `${VAR}` replaced; unset variables pause the channel instead of failing.
@@ -244,10 +255,12 @@ impl Checker<'_> {
                 .to_string(),
         };
         let source = self.source(&doc.source);
+        // An item of several kinds needs each of them, like the list itself.
         let filters = doc
             .filters
             .iter()
             .filter_map(|c| self.condition(c))
+            .flatten()
             .collect();
         let destinations = self.destinations(&doc.destinations);
         // Declared ids, valid or not: a broken destination must not also break its routes.
@@ -334,48 +347,92 @@ impl Checker<'_> {
         }
     }
 
-    fn condition(&mut self, doc: &ConditionDoc) -> Option<Condition> {
+    /// The conditions of one filter item: an item may hold several kinds (`field` with its
+    /// test, `message_type`, `any`, `all`), which must all hold. `None` when it is wrong.
+    fn condition(&mut self, doc: &Spanned<ConditionDoc>) -> Option<Vec<Condition>> {
+        let mut parts = Vec::new();
+        let mut complete = true;
+        if let Some(list) = &doc.any {
+            parts.push(Condition::Any(self.nested(list)));
+        }
+        if let Some(list) = &doc.all {
+            parts.push(Condition::All(self.nested(list)));
+        }
+        if let Some(types) = &doc.message_type {
+            for t in types {
+                self.message_type(t);
+            }
+            parts.push(Condition::MessageType(
+                types.iter().map(|t| t.as_str().to_string()).collect(),
+            ));
+        }
+        let has_test = doc.equals.is_some()
+            || doc.not_equals.is_some()
+            || doc.one_of.is_some()
+            || doc.not_in.is_some()
+            || doc.starts_with.is_some()
+            || doc.exists.is_some();
+        match &doc.field {
+            Some(field) => match self.field_condition(field, doc) {
+                Some(c) => parts.push(c),
+                None => complete = false,
+            },
+            None if has_test => {
+                self.error(
+                    doc,
+                    "a test (equals, not_equals, in, not_in, starts_with, exists) needs `field`",
+                );
+                complete = false;
+            }
+            None => {}
+        }
+        if parts.is_empty() && complete {
+            self.error(
+                doc,
+                "a filter needs `field` (with a test), `message_type`, `any` or `all`",
+            );
+            return None;
+        }
+        complete.then_some(parts)
+    }
+
+    /// The conditions of an `any` / `all` list, an item of several kinds becoming an `all`.
+    fn nested(&mut self, list: &[Spanned<ConditionDoc>]) -> Vec<Condition> {
+        list.iter()
+            .filter_map(|c| self.condition(c))
+            .map(|mut parts| {
+                if parts.len() == 1 {
+                    parts.remove(0)
+                } else {
+                    Condition::All(parts)
+                }
+            })
+            .collect()
+    }
+
+    /// `TYPE` or `TYPE^EVENT`, three letters or digits each (filters and routes).
+    fn message_type(&mut self, t: &Text) {
+        if !t
+            .as_str()
+            .split('^')
+            .all(|part| part.len() == 3 && part.chars().all(|c| c.is_ascii_alphanumeric()))
+            || t.as_str().split('^').count() > 2
+        {
+            self.error(
+                t,
+                format!(
+                    "message type `{}`: expected TYPE or TYPE^EVENT, e.g. ADT^A01",
+                    t.as_str()
+                ),
+            );
+        }
+    }
+
+    fn field_condition(&mut self, field: &Text, doc: &ConditionDoc) -> Option<Condition> {
         let strings = |list: &Vec<Text>| {
             list.iter()
                 .map(|t| t.as_str().to_string())
                 .collect::<Vec<_>>()
-        };
-        if let Some(list) = &doc.any {
-            return Some(Condition::Any(
-                list.iter().filter_map(|c| self.condition(c)).collect(),
-            ));
-        }
-        if let Some(list) = &doc.all {
-            return Some(Condition::All(
-                list.iter().filter_map(|c| self.condition(c)).collect(),
-            ));
-        }
-        if let Some(types) = &doc.message_type {
-            for t in types {
-                if !t
-                    .as_str()
-                    .split('^')
-                    .all(|part| part.len() == 3 && part.chars().all(|c| c.is_ascii_alphanumeric()))
-                {
-                    self.error(
-                        t,
-                        format!(
-                            "message type `{}`: expected TYPE or TYPE^EVENT, e.g. ADT^A01",
-                            t.as_str()
-                        ),
-                    );
-                }
-            }
-            return Some(Condition::MessageType(strings(types)));
-        }
-        let Some(field) = &doc.field else {
-            self.problems.push(Diagnostic::new(
-                self.file,
-                1,
-                1,
-                "a filter needs `field` (with a test), `message_type`, `any` or `all`",
-            ));
-            return None;
         };
         let path = self.path(field);
         let mut tests = Vec::new();
@@ -460,8 +517,9 @@ impl Checker<'_> {
                 self.refuse(
                     doc,
                     &[
-                        ("address", doc.address.is_some()),
-                        ("ack_timeout", doc.ack_timeout.is_some()),
+                        ("address", doc.address.as_ref()),
+                        ("ack_timeout", doc.ack_timeout.as_ref()),
+                        ("connect_timeout", doc.connect_timeout.as_ref()),
                     ],
                 );
                 DestinationKind::File {
@@ -481,8 +539,8 @@ impl Checker<'_> {
                 self.refuse(
                     doc,
                     &[
-                        ("directory", doc.directory.is_some()),
-                        ("file_name", doc.file_name.is_some()),
+                        ("directory", doc.directory.as_ref()),
+                        ("file_name", doc.file_name.as_ref()),
                     ],
                 );
                 DestinationKind::Mllp {
@@ -507,17 +565,38 @@ impl Checker<'_> {
         })
     }
 
-    fn refuse(&mut self, doc: &DestinationDoc, keys: &[(&str, bool)]) {
-        for (key, present) in keys {
-            if *present {
-                self.error(
-                    &doc.kind,
-                    format!(
-                        "`{key}` does not apply to a {} destination",
-                        doc.kind.as_str()
-                    ),
+    /// Keys of another destination type: an error at the key.
+    fn refuse(&mut self, doc: &DestinationDoc, keys: &[(&str, Option<&Text>)]) {
+        for (key, value) in keys {
+            if let Some(value) = value {
+                let message = format!(
+                    "`{key}` does not apply to a {} destination",
+                    doc.kind.as_str()
                 );
+                let diagnostic = self.at_key(value, key, message);
+                self.problems.push(diagnostic);
             }
+        }
+    }
+
+    /// A problem reported at the key whose value is `value` (`key: value` on one line), or at
+    /// the value when the key is not found in front of it.
+    fn at_key(&self, value: &Text, key: &str, message: String) -> Diagnostic {
+        let Some(mark) = value.span().start() else {
+            return Diagnostic::new(self.file, 1, 1, message);
+        };
+        let column = self
+            .text
+            .lines()
+            .nth(mark.line().saturating_sub(1))
+            .and_then(|line| {
+                let before: String = line.chars().take(mark.column().saturating_sub(1)).collect();
+                let at = before.rfind(&format!("{key}:"))?;
+                Some(before[..at].chars().count() + 1)
+            });
+        match column {
+            Some(column) => Diagnostic::new(self.file, mark.line(), column, message),
+            None => Diagnostic::at(self.file, Some(mark), message),
         }
     }
 
@@ -593,6 +672,7 @@ impl Checker<'_> {
                 let routes = routes
                     .iter()
                     .map(|r| {
+                        self.message_type(&r.message_type);
                         (
                             r.message_type.as_str().to_string(),
                             known(&r.destinations, self),
@@ -611,6 +691,27 @@ impl Checker<'_> {
             }
         }
     }
+}
+
+/// The loader places a block mapping (a list item such as `- field: PID-8`) at the `:` of its
+/// first key; an analyst expects the key. Other positions are returned as they are.
+fn key_start(text: &str, line: usize, column: usize) -> (usize, usize) {
+    let Some(row) = text.lines().nth(line.saturating_sub(1)) else {
+        return (line, column);
+    };
+    let before: String = row.chars().take(column.saturating_sub(1)).collect();
+    if row.chars().nth(column.saturating_sub(1)) != Some(':') {
+        return (line, column);
+    }
+    let key_at = before
+        .trim_end()
+        .rfind(char::is_whitespace)
+        .map_or(0, |i| i + 1);
+    let key = &before[key_at..];
+    if key.trim().is_empty() {
+        return (line, column);
+    }
+    (line, before[..key_at].chars().count() + 1)
 }
 
 fn is_identifier(text: &str) -> bool {
@@ -701,6 +802,51 @@ destinations:
         assert_eq!(
             errors(&bad),
             vec!["channels/lab.yaml:4:12: `nowhere` is not an address like 127.0.0.1:2575"]
+        );
+    }
+
+    #[test]
+    fn a_filter_item_of_several_kinds_needs_each() {
+        let text = GOOD.replace(
+            "  - message_type: [ORU^R01]\n",
+            "  - message_type: [ORU^R01]\n    field: MSH-3\n    equals: LAB\n",
+        );
+        let c = parse(Path::new("channels/lab.yaml"), &text).unwrap();
+        assert_eq!(c.filters.len(), 3, "{:?}", c.filters);
+        assert!(matches!(c.filters[0], Condition::MessageType(_)));
+        assert!(matches!(c.filters[1], Condition::Field { .. }));
+    }
+
+    #[test]
+    fn item_route_and_key_errors_have_their_position() {
+        let bad = GOOD.replace("- message_type: [ORU^R01]", "- {}");
+        assert_eq!(
+            errors(&bad),
+            vec![
+                "channels/lab.yaml:6:5: a filter needs `field` (with a test), `message_type`, `any` or `all`"
+            ]
+        );
+        let bad = GOOD.replace("  - field: MSH-4\n", "  - equals: X\n");
+        assert_eq!(
+            errors(&bad),
+            vec![
+                "channels/lab.yaml:7:5: a test (equals, not_equals, in, not_in, starts_with, exists) needs `field`"
+            ]
+        );
+        let bad = GOOD.replace("message_type: ORU\n", "message_type: ORU-R01\n");
+        assert_eq!(
+            errors(&bad),
+            vec![
+                "channels/lab.yaml:12:21: message type `ORU-R01`: expected TYPE or TYPE^EVENT, e.g. ADT^A01"
+            ]
+        );
+        let bad = GOOD.replace(
+            "directory: out\n",
+            "directory: out\n    connect_timeout: 1s\n",
+        );
+        assert_eq!(
+            errors(&bad),
+            vec!["channels/lab.yaml:18:5: `connect_timeout` does not apply to a file destination"]
         );
     }
 
