@@ -6,14 +6,16 @@ use bytes::Bytes;
 use common::{Echo, Server, closed_within, echo_reply, framed, read_frames, start};
 use passerelle_connectors::mllp::{
     ClientConfig, DRAIN_QUIET, Frame, FrameHandler, MllpClient, MllpError, ServerConfig,
+    ServerStats, serve_with_stats,
 };
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 fn client_config() -> ClientConfig {
     ClientConfig {
@@ -245,6 +247,52 @@ async fn connections_beyond_the_limit_are_closed() {
     let mut third = client(&server).await;
     third.send(b"MSH|3").await.unwrap();
     server.stop().await;
+}
+
+#[tokio::test]
+async fn max_connections_is_per_listener_even_with_shared_stats() {
+    let config = ServerConfig {
+        max_connections: 1,
+        ..ServerConfig::default()
+    };
+    let stats = Arc::new(ServerStats::default());
+    let shutdown = CancellationToken::new();
+    let mut addrs = Vec::new();
+    let mut tasks = Vec::new();
+    for _ in 0..2 {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        addrs.push(listener.local_addr().unwrap().to_string());
+        tasks.push(tokio::spawn(serve_with_stats(
+            listener,
+            config.clone(),
+            Arc::new(Echo),
+            shutdown.clone(),
+            stats.clone(),
+        )));
+    }
+    // One connection on each listener: both are served.
+    let mut first = MllpClient::connect(&addrs[0], &client_config())
+        .await
+        .unwrap();
+    assert_eq!(&first.send(b"MSH|1").await.unwrap()[..], b"MSH|1");
+    let mut second = MllpClient::connect(&addrs[1], &client_config())
+        .await
+        .unwrap();
+    assert_eq!(&second.send(b"MSH|2").await.unwrap()[..], b"MSH|2");
+    assert_eq!(stats.active_connections(), 2, "the shared stats count both");
+    assert_eq!(stats.refused_connections(), 0);
+
+    // A second connection on the first listener is over its own limit.
+    let mut extra = TcpStream::connect(&addrs[0]).await.unwrap();
+    assert!(closed_within(&mut extra, Duration::from_secs(2)).await);
+    assert_eq!(stats.refused_connections(), 1);
+
+    first.close().await.unwrap();
+    second.close().await.unwrap();
+    shutdown.cancel();
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
 }
 
 #[tokio::test]

@@ -47,6 +47,7 @@ pub struct MllpSection {
     pub max_message_size: Option<usize>,
     /// Connections silent this long are closed (default "5m").
     pub idle_timeout: Option<String>,
+    /// Open connections per MLLP listener (default 1024); more are closed at once.
     pub max_connections: Option<usize>,
     /// Messages of one connection processed concurrently, ACKs kept in order (default 16).
     pub pipeline_window: Option<usize>,

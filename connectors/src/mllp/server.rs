@@ -39,7 +39,9 @@ pub struct ServerConfig {
     /// A connection that completes no frame and has no reply pending for
     /// this long is closed. Also bounds the TLS handshake and each reply write.
     pub idle_timeout: Duration,
-    /// Connections beyond this are accepted and closed at once.
+    /// Connections open at once on this listener; beyond it, new ones are accepted and
+    /// closed at once. Each call to [`serve`] counts its own connections, even when several
+    /// listeners share one [`ServerStats`].
     pub max_connections: usize,
     /// Frames of one connection handled concurrently.
     pub pipeline_window: usize,
@@ -101,21 +103,26 @@ impl ServerStats {
     }
 }
 
-/// Counts a connection as active for as long as its task holds this, even if
-/// the task panics.
-struct ActiveGuard(Arc<ServerStats>);
+/// Counts a connection as active, in the (possibly shared) stats and in its own
+/// listener's count, for as long as its task holds this, even if the task panics.
+struct ActiveGuard {
+    stats: Arc<ServerStats>,
+    listener: Arc<AtomicUsize>,
+}
 
 impl ActiveGuard {
-    fn new(stats: Arc<ServerStats>) -> Self {
+    fn new(stats: Arc<ServerStats>, listener: Arc<AtomicUsize>) -> Self {
         stats.active.fetch_add(1, Ordering::Relaxed);
         stats.accepted.fetch_add(1, Ordering::Relaxed);
-        Self(stats)
+        listener.fetch_add(1, Ordering::Relaxed);
+        Self { stats, listener }
     }
 }
 
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::Relaxed);
+        self.stats.active.fetch_sub(1, Ordering::Relaxed);
+        self.listener.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -143,7 +150,8 @@ pub async fn serve<H: FrameHandler>(
     serve_with_stats(listener, config, handler, shutdown, Arc::default()).await
 }
 
-/// [`serve`], updating `stats` as it goes.
+/// [`serve`], updating `stats` as it goes. Several listeners may share one `stats`: it then
+/// counts for all of them, while each keeps its own `max_connections`.
 pub async fn serve_with_stats<H: FrameHandler>(
     listener: TcpListener,
     config: ServerConfig,
@@ -162,6 +170,9 @@ pub async fn serve_with_stats<H: FrameHandler>(
         idle_timeout: config.idle_timeout,
         pipeline_window: config.pipeline_window.max(1),
     };
+    // This listener's open connections, which `max_connections` limits: `stats` may be
+    // shared with other listeners.
+    let open = Arc::new(AtomicUsize::new(0));
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
@@ -179,7 +190,7 @@ pub async fn serve_with_stats<H: FrameHandler>(
                         continue;
                     }
                 };
-                if stats.active_connections() >= config.max_connections {
+                if open.load(Ordering::Relaxed) >= config.max_connections {
                     stats.refused.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(%peer, max = config.max_connections, "too many MLLP connections: closing the new one");
                     drop(tcp);
@@ -188,7 +199,7 @@ pub async fn serve_with_stats<H: FrameHandler>(
                 if let Err(e) = tcp.set_nodelay(true) {
                     tracing::debug!(%peer, error = %e, "could not set TCP_NODELAY");
                 }
-                let guard = ActiveGuard::new(stats.clone());
+                let guard = ActiveGuard::new(stats.clone(), open.clone());
                 let task = connection(
                     tcp,
                     peer,
