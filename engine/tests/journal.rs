@@ -276,7 +276,7 @@ async fn group_commit_batches_concurrent_appends() {
     }
     let rate = 4000.0 / started.elapsed().as_secs_f64();
     println!("journal: 4000 appends from 8 tasks, {rate:.0} msg/s (fsync per batch)");
-    let (total, _) = j
+    let (total, page, more) = j
         .list_messages(&MessageQuery {
             limit: 1,
             ..Default::default()
@@ -284,6 +284,17 @@ async fn group_commit_batches_concurrent_appends() {
         .await
         .unwrap();
     assert_eq!(total, 4000);
+    assert_eq!(page.len(), 1);
+    assert!(more, "more messages follow the first page");
+    let (_, page, more) = j
+        .list_messages(&MessageQuery {
+            limit: 4000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.len(), 4000);
+    assert!(!more, "a full last page says nothing follows");
 }
 
 #[tokio::test]

@@ -118,6 +118,16 @@ def test_message_list_pages_newest_first_without_repeats(journal):
     assert seen == ids, "every message once, newest first"
 
 
+def test_message_list_gives_a_cursor_only_when_more_messages_follow(journal):
+    full = journal.messages(limit=6)
+    assert len(full["items"]) == 6 and full["next_cursor"] is None, "a full last page has no cursor"
+    first = journal.messages(limit=3)
+    assert len(first["items"]) == 3 and first["next_cursor"] is not None
+    last = journal.messages(limit=3, cursor=first["next_cursor"])
+    assert len(last["items"]) == 3 and last["next_cursor"] is None
+    assert journal.messages(limit=5, status="sent")["next_cursor"] is None
+
+
 def test_message_list_filters(journal):
     assert journal.messages(status="rejected")["total"] == 1
     assert journal.messages(status="sent")["total"] == 5

@@ -85,9 +85,10 @@ pub async fn list(
         before_id,
     };
     match state.runtime.journal().list_messages(&query).await {
-        Ok((total, items)) => {
+        Ok((total, items, more)) => {
             // Keyset paging: stable while new messages arrive (they come before the cursor).
-            let next_cursor = (items.len() as i64 == limit)
+            // A cursor only when another page follows.
+            let next_cursor = more
                 .then(|| items.last().map(|m| m.id.to_string()))
                 .flatten();
             Json(json!({ "total": total, "items": items, "next_cursor": next_cursor }))

@@ -186,7 +186,11 @@ impl Journal {
             .collect()
     }
 
-    pub async fn list_messages(&self, q: &MessageQuery) -> Result<(i64, Vec<MessageSummary>)> {
+    /// The total matching, one page newest first, and whether more messages follow the page.
+    pub async fn list_messages(
+        &self,
+        q: &MessageQuery,
+    ) -> Result<(i64, Vec<MessageSummary>, bool)> {
         fn filters(b: &mut QueryBuilder<Sqlite>, q: &MessageQuery) {
             b.push(" WHERE 1 = 1");
             if let Some(channel) = &q.channel {
@@ -207,9 +211,18 @@ impl Journal {
         if let Some(before) = q.before_id {
             select.push(" AND id < ").push_bind(before);
         }
-        select.push(" ORDER BY id DESC LIMIT ").push_bind(q.limit);
+        // One row more than the page tells whether another page follows.
+        select
+            .push(" ORDER BY id DESC LIMIT ")
+            .push_bind(q.limit.saturating_add(1));
         let rows = select.build().fetch_all(self.reader()).await?;
-        Ok((total, rows.iter().map(summary).collect()))
+        let more = rows.len() as i64 > q.limit;
+        let items = rows
+            .iter()
+            .take(q.limit.max(0) as usize)
+            .map(summary)
+            .collect();
+        Ok((total, items, more))
     }
 
     pub async fn get_message(&self, id: i64) -> Result<Option<MessageDetail>> {
