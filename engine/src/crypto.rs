@@ -23,6 +23,8 @@ const FORMAT_V1: u8 = 1;
 pub struct Cipher {
     aead: Aes256Gcm,
     mac_key: [u8; 32],
+    /// Where the key came from, for error messages (never the key itself).
+    origin: String,
 }
 
 impl Cipher {
@@ -34,25 +36,42 @@ impl Cipher {
         Self {
             aead: Aes256Gcm::new(key.into()),
             mac_key,
+            origin: "the key given".into(),
         }
+    }
+
+    /// Where the key came from: `PASSERELLE_KEY` or the key file's path.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    fn with_origin(mut self, origin: impl Into<String>) -> Self {
+        self.origin = origin.into();
+        self
     }
 
     /// Loads the key from the environment, else from the data dir, else creates it there.
     pub fn load_or_create(data_dir: &Path) -> Result<Self> {
         if let Ok(text) = std::env::var(KEY_ENV) {
-            return Self::from_base64(&text).with_context(|| format!("{KEY_ENV} is not valid"));
+            return Ok(Self::from_base64(&text)
+                .with_context(|| format!("{KEY_ENV} is not valid"))?
+                .with_origin(KEY_ENV));
         }
         let path = data_dir.join(KEY_FILE);
         if path.exists() {
             let text = std::fs::read_to_string(&path)
                 .with_context(|| format!("reading {}", path.display()))?;
-            return Self::from_base64(&text)
-                .with_context(|| format!("{} is not a valid key file", path.display()));
+            return Ok(Self::from_base64(&text)
+                .with_context(|| format!("{} is not a valid key file", path.display()))?
+                .with_origin(path.display().to_string()));
         }
         let key: [u8; 32] = rand::random();
         write_private(&path, STANDARD.encode(key).as_bytes())
             .with_context(|| format!("creating {}", path.display()))?;
-        Ok(Self::from_key(&key))
+        Ok(Self::from_key(&key).with_origin(format!(
+            "{}, created at this start as no key was found",
+            path.display()
+        )))
     }
 
     fn from_base64(text: &str) -> Result<Self> {

@@ -105,6 +105,57 @@ async fn migrate(conn: &mut SqliteConnection) -> Result<()> {
     Ok(())
 }
 
+/// The `meta` row holding a value sealed with the journal's key.
+const KEY_CHECK: &str = "key_check";
+/// What the key check value holds, and its associated data.
+const KEY_CHECK_PLAIN: &[u8] = b"passerelle journal key check v1";
+
+/// Refuses a key that is not the one this journal's messages are sealed with: started with it,
+/// the engine would accept new messages while every earlier one failed to decrypt.
+///
+/// A new journal gets a check value sealed with the key. A journal from before check values
+/// gets one if its oldest and newest messages open with the key; otherwise the key is refused.
+async fn verify_key(conn: &mut SqliteConnection, cipher: &Cipher) -> Result<()> {
+    let wrong_key = |what: &str| {
+        anyhow!(
+            "the encryption key does not match this journal ({what}); the key in use comes from \
+             {}. Start with the key this journal was created with (PASSERELLE_KEY or \
+             journal.key in the data directory)",
+            cipher.origin()
+        )
+    };
+    let check: Option<Vec<u8>> = sqlx::query_scalar("SELECT value FROM meta WHERE key = ?")
+        .bind(KEY_CHECK)
+        .fetch_optional(&mut *conn)
+        .await
+        .context("reading the journal's key check")?;
+    if let Some(check) = check {
+        return match cipher.open(&check, KEY_CHECK_PLAIN) {
+            Ok(plain) if plain == KEY_CHECK_PLAIN => Ok(()),
+            _ => Err(wrong_key("its key check value does not decrypt")),
+        };
+    }
+    let ends: Vec<(i64, Vec<u8>)> = sqlx::query_as(
+        "SELECT id, raw FROM messages WHERE id IN \
+         ((SELECT MIN(id) FROM messages), (SELECT MAX(id) FROM messages))",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .context("reading the journal's oldest and newest messages")?;
+    for (id, raw) in ends {
+        if cipher.open(&raw, &writer::raw_aad(id)).is_err() {
+            return Err(wrong_key(&format!("message {id} does not decrypt")));
+        }
+    }
+    sqlx::query("INSERT INTO meta (key, value) VALUES (?, ?)")
+        .bind(KEY_CHECK)
+        .bind(cipher.seal(KEY_CHECK_PLAIN, KEY_CHECK_PLAIN))
+        .execute(&mut *conn)
+        .await
+        .context("writing the journal's key check")?;
+    Ok(())
+}
+
 impl Journal {
     pub async fn open(url: &str, cipher: Arc<Cipher>) -> Result<Journal> {
         let options = connect_options(url)?;
@@ -119,6 +170,7 @@ impl Journal {
             .await
             .context("opening the journal")?;
         migrate(&mut conn).await?;
+        verify_key(&mut conn, &cipher).await?;
         let read = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(read_options(url)?)

@@ -72,4 +72,12 @@ CREATE TABLE api_tokens (
     // (writer/recent.rs); the index on (channel, sender, control_id) cost every commit one
     // page per sender and is no longer read.
     "DROP INDEX IF EXISTS messages_by_key;",
+    // v3: facts about the journal itself, such as the sealed value that tells at open whether
+    // the encryption key is this journal's (`key_check`).
+    r#"
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+) WITHOUT ROWID;
+"#,
 ];
