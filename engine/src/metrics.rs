@@ -57,7 +57,9 @@ impl Histogram {
     }
 }
 
-/// One channel's counters. `queued` is a gauge (outbox entries waiting); the others only grow.
+/// One channel's counters. `queued` is a gauge (outbox entries waiting); the others only grow,
+/// but for a reprocess, which takes the message out of the status it leaves ([`Self::leave`]).
+/// Definitions: docs/operations.md, `/metrics`.
 #[derive(Default)]
 pub struct ChannelStats {
     pub received: AtomicU64,
@@ -95,16 +97,39 @@ impl ChannelStats {
     pub fn seeded(counts: &ChannelCounts) -> Self {
         let s = ChannelStats::default();
         let n = |status| counts.by_status.get(&status).copied().unwrap_or(0);
-        s.received.store(counts.by_status.values().sum(), Relaxed);
-        s.acked.store(counts.acked, Relaxed);
-        s.rejected.store(n(Status::Rejected), Relaxed);
-        s.duplicates.store(n(Status::Duplicate), Relaxed);
-        s.filtered.store(n(Status::Filtered), Relaxed);
-        s.errored.store(n(Status::Errored), Relaxed);
+        // The journal's rows plus what retention pruned: the same definitions as the live
+        // updates (see docs/operations.md, /metrics), so a restart changes nothing.
+        let pruned = &counts.pruned;
+        let received = counts.by_status.values().sum::<u64>() + pruned.received;
+        s.received.store(received, Relaxed);
+        s.acked.store(counts.acked + pruned.acked, Relaxed);
+        s.rejected
+            .store(n(Status::Rejected) + pruned.rejected, Relaxed);
+        s.duplicates
+            .store(n(Status::Duplicate) + pruned.duplicates, Relaxed);
+        s.filtered
+            .store(n(Status::Filtered) + pruned.filtered, Relaxed);
+        s.errored
+            .store(n(Status::Errored) + pruned.errored, Relaxed);
         s.queued.store(counts.outbox_pending as i64, Relaxed);
-        s.sent.store(counts.outbox_sent, Relaxed);
-        s.redelivered.store(counts.redeliveries, Relaxed);
+        s.sent.store(counts.outbox_sent + pruned.sent, Relaxed);
+        s.redelivered
+            .store(counts.redeliveries + pruned.redelivered, Relaxed);
         s
+    }
+
+    /// Takes a message out of the counter of the status it leaves when it is reprocessed
+    /// (`rejected`, `duplicates`, `filtered`, `errored` count messages by their current
+    /// status; the new run counts it again where it ends).
+    pub fn leave(&self, status: Status) {
+        let counter = match status {
+            Status::Rejected => &self.rejected,
+            Status::Duplicate => &self.duplicates,
+            Status::Filtered => &self.filtered,
+            Status::Errored => &self.errored,
+            _ => return,
+        };
+        let _ = counter.fetch_update(Relaxed, Relaxed, |v| Some(v.saturating_sub(1)));
     }
 
     pub fn snapshot(&self) -> CounterSnapshot {
@@ -158,7 +183,7 @@ impl Metrics {
             }),
             (
                 "errored",
-                "Messages whose processing or delivery failed",
+                "Messages whose processing failed or a delivery was dead-lettered (once per message)",
                 |s| s.errored,
             ),
             ("sent", "Deliveries made to destinations", |s| s.sent),

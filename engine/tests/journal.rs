@@ -211,6 +211,18 @@ async fn retention_prunes_by_rule_and_gives_disk_back() {
     // Still in flight: never pruned.
     let in_flight = j.append(message("LIVE", &big)).await.unwrap();
     j.flush().await.unwrap();
+    let before = j.channel_counts().await.unwrap();
+    let totals =
+        |counts: &std::collections::HashMap<String, passerelle::journal::read::ChannelCounts>| {
+            let c = counts.values().next().unwrap();
+            let n = |s| c.by_status.get(&s).copied().unwrap_or(0);
+            (
+                c.by_status.values().sum::<u64>() + c.pruned.received,
+                n(Status::Errored) + c.pruned.errored,
+                n(Status::Filtered) + c.pruned.filtered,
+                c.pruned.received,
+            )
+        };
     let policy = PrunePolicy {
         max_messages: Some(100),
         failed_max_messages: Some(10),
@@ -218,6 +230,15 @@ async fn retention_prunes_by_rule_and_gives_disk_back() {
     };
     let report = j.prune(&policy, now_micros()).await.unwrap();
     assert_eq!(report.deleted, 1500 - 100 - 10);
+    let after = j.channel_counts().await.unwrap();
+    let (received, errored, filtered, pruned) = totals(&after);
+    let (received0, errored0, filtered0, _) = totals(&before);
+    assert_eq!(pruned, 1390, "pruned messages are kept as totals");
+    assert_eq!(
+        (received, errored, filtered),
+        (received0, errored0, filtered0),
+        "the counters seeded from the journal do not go down after pruning"
+    );
     assert!(
         report.file_bytes_after < report.file_bytes_before / 2,
         "disk given back: {report:?}"

@@ -70,6 +70,21 @@ pub struct ChannelCounts {
     pub outbox_sent: u64,
     pub outbox_dead: u64,
     pub redeliveries: u64,
+    /// What the messages retention deleted had counted.
+    pub pruned: PrunedTotals,
+}
+
+/// Counts of pruned messages (retention.rs keeps them as it deletes).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PrunedTotals {
+    pub received: u64,
+    pub acked: u64,
+    pub rejected: u64,
+    pub duplicates: u64,
+    pub filtered: u64,
+    pub errored: u64,
+    pub sent: u64,
+    pub redelivered: u64,
 }
 
 pub fn iso(micros: i64) -> String {
@@ -329,6 +344,57 @@ impl Journal {
             }
             entry.redeliveries += row.get::<Option<i64>, _>("r").unwrap_or(0) as u64;
         }
+        let kept: Option<String> = sqlx::query_scalar(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'pruned_totals'",
+        )
+        .fetch_optional(self.reader())
+        .await?;
+        if kept.is_some() {
+            let rows = sqlx::query(
+                "SELECT channel, received, acked, rejected, duplicates, filtered, errored, sent,
+                        redelivered FROM pruned_totals",
+            )
+            .fetch_all(self.reader())
+            .await?;
+            for row in rows {
+                let n = |column: &str| row.get::<i64, _>(column).max(0) as u64;
+                out.entry(row.get("channel")).or_default().pruned = PrunedTotals {
+                    received: n("received"),
+                    acked: n("acked"),
+                    rejected: n("rejected"),
+                    duplicates: n("duplicates"),
+                    filtered: n("filtered"),
+                    errored: n("errored"),
+                    sent: n("sent"),
+                    redelivered: n("redelivered"),
+                };
+            }
+        }
         Ok(out)
+    }
+
+    /// A message's status now, if it exists.
+    pub async fn message_status(&self, id: i64) -> Result<Option<Status>> {
+        let status: Option<String> = sqlx::query_scalar("SELECT status FROM messages WHERE id = ?")
+            .bind(id)
+            .fetch_optional(self.reader())
+            .await?;
+        Ok(status.as_deref().and_then(Status::parse))
+    }
+
+    /// Whether this dead-lettered delivery is the first of its message's current run, i.e.
+    /// the one that made the message `errored` (a message counts once however many of its
+    /// deliveries fail).
+    pub async fn first_dead_letter_of_run(&self, outbox_id: i64) -> Result<bool> {
+        let first: Option<bool> = sqlx::query_scalar(
+            "SELECT o.status = 'dead' AND o.generation = m.generation AND NOT EXISTS (
+                 SELECT 1 FROM outbox d WHERE d.message_id = o.message_id
+                 AND d.generation = o.generation AND d.status = 'dead' AND d.id <> o.id)
+             FROM outbox o JOIN messages m ON m.id = o.message_id WHERE o.id = ?",
+        )
+        .bind(outbox_id)
+        .fetch_optional(self.reader())
+        .await?;
+        Ok(first.unwrap_or(false))
     }
 }

@@ -5,15 +5,59 @@
 
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
-use sqlx::AssertSqlSafe;
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Executor};
 
 use super::Journal;
 
 const DONE: &str = "('sent', 'filtered', 'duplicate')";
 const FAILED: &str = "('rejected', 'errored')";
 const CHUNK: i64 = 2000;
+
+/// What pruned messages had counted, per channel, so that the counters seeded at start-up
+/// (journal/read.rs `channel_counts`) never go down after retention. A trigger adds each
+/// message to it in the transaction that deletes the message (before its outbox rows go), so
+/// the totals and the deletions cannot disagree, and nothing runs on the writer's other paths.
+const PRUNED_TOTALS: &str = "
+CREATE TABLE IF NOT EXISTS pruned_totals (
+    channel     TEXT PRIMARY KEY,
+    received    INTEGER NOT NULL DEFAULT 0,
+    acked       INTEGER NOT NULL DEFAULT 0,
+    rejected    INTEGER NOT NULL DEFAULT 0,
+    duplicates  INTEGER NOT NULL DEFAULT 0,
+    filtered    INTEGER NOT NULL DEFAULT 0,
+    errored     INTEGER NOT NULL DEFAULT 0,
+    sent        INTEGER NOT NULL DEFAULT 0,
+    redelivered INTEGER NOT NULL DEFAULT 0
+);
+CREATE TRIGGER IF NOT EXISTS pruned_totals_add BEFORE DELETE ON messages
+BEGIN
+    INSERT INTO pruned_totals
+        (channel, received, acked, rejected, duplicates, filtered, errored, sent, redelivered)
+    VALUES (
+        OLD.channel,
+        1,
+        COALESCE(OLD.ack IN ('AA', 'CA'), 0),
+        OLD.status = 'rejected',
+        OLD.status = 'duplicate',
+        OLD.status = 'filtered',
+        OLD.status = 'errored',
+        (SELECT COUNT(*) FROM outbox WHERE message_id = OLD.id AND status = 'sent'),
+        (SELECT COALESCE(SUM(redeliveries), 0) FROM outbox WHERE message_id = OLD.id)
+    )
+    ON CONFLICT (channel) DO UPDATE SET
+        received = received + excluded.received,
+        acked = acked + excluded.acked,
+        rejected = rejected + excluded.rejected,
+        duplicates = duplicates + excluded.duplicates,
+        filtered = filtered + excluded.filtered,
+        errored = errored + excluded.errored,
+        sent = sent + excluded.sent,
+        redelivered = redelivered + excluded.redelivered;
+END;
+";
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -45,6 +89,7 @@ pub struct PruneReport {
 impl Journal {
     /// Applies the policy now. Deletes in chunks so receiving is never blocked for long.
     pub async fn prune(&self, policy: &PrunePolicy, now: i64) -> Result<PruneReport> {
+        self.keep_pruned_totals().await?;
         let before = self.file_bytes();
         let mut deleted = 0;
         let age_cut = |age: Option<Duration>| age.map(|a| now - a.as_micros() as i64);
@@ -87,6 +132,34 @@ impl Journal {
             file_bytes_before: before,
             file_bytes_after: self.file_bytes(),
         })
+    }
+
+    /// Makes sure deleted messages add to `pruned_totals` (once per journal: the table and
+    /// its trigger stay). Runs on a connection of its own, the writer's being busy with
+    /// receiving; the readers are read-only.
+    async fn keep_pruned_totals(&self) -> Result<()> {
+        let present: Option<String> = sqlx::query_scalar(
+            "SELECT name FROM sqlite_master WHERE type = 'trigger' AND name = 'pruned_totals_add'",
+        )
+        .fetch_optional(self.reader())
+        .await?;
+        if present.is_some() {
+            return Ok(());
+        }
+        let mut conn = SqliteConnectOptions::new()
+            .filename(self.db_path())
+            .busy_timeout(Duration::from_secs(10))
+            .disable_statement_logging()
+            .connect()
+            .await
+            .context("opening the journal to keep pruned totals")?;
+        let mut tx = conn.begin().await?;
+        tx.execute(PRUNED_TOTALS)
+            .await
+            .context("creating the pruned totals")?;
+        tx.commit().await?;
+        conn.close().await?;
+        Ok(())
     }
 
     async fn delete_beyond_count(&self, statuses: &str, keep: u64) -> Result<u64> {

@@ -126,6 +126,7 @@ impl Runtime {
             let overflow = Arc::new(AtomicBool::new(true)); // start by sweeping the journal
             let wake = Arc::new(Notify::new());
             if runs {
+                let dead_letters = Arc::new(tokio::sync::Mutex::new(()));
                 for config in &channel.destinations {
                     let waker = Arc::new(Notify::new());
                     outboxes.insert(config.id.clone(), waker.clone());
@@ -136,6 +137,7 @@ impl Runtime {
                         destination: destination::build(config),
                         wake: waker,
                         stats: stats.clone(),
+                        dead_letters: dead_letters.clone(),
                         shutdown: shutdown.clone(),
                     }));
                 }
@@ -225,7 +227,21 @@ impl Runtime {
     }
 
     pub async fn reprocess(&self, id: i64, only_failed: bool) -> Result<Reprocessed> {
+        let before = self.journal.message_status(id).await?;
         let result = self.journal.reprocess(id, only_failed).await?;
+        // The message leaves its status (a rerun starts from `received`; queued-again dead
+        // letters make it `queued`): its counter gives it back, and the new outcome counts it
+        // again, so a message is never counted twice.
+        let left = match &result {
+            Reprocessed::Rerun { channel, .. } => Some(channel),
+            Reprocessed::Requeued { channel, count } if *count > 0 => Some(channel),
+            Reprocessed::Requeued { .. } => None,
+        };
+        if let (Some(channel), Some(status)) = (left, before)
+            && let Some(runtime) = self.channels.get(channel)
+        {
+            runtime.stats.leave(status);
+        }
         match &result {
             Reprocessed::Rerun { channel, .. } => {
                 let pending = self.journal.load_pending(id).await?;

@@ -21,6 +21,8 @@ pub(super) struct Worker {
     pub destination: Arc<dyn Destination>,
     pub wake: Arc<Notify>,
     pub stats: Arc<ChannelStats>,
+    /// Shared by the channel's workers: dead letters are recorded one at a time.
+    pub dead_letters: Arc<tokio::sync::Mutex<()>>,
     pub shutdown: CancellationToken,
 }
 
@@ -119,7 +121,6 @@ pub(super) async fn run(w: Worker) {
                         let detail =
                             format!("dead letter after attempt {attempt} ({why}): {}", e.message);
                         tracing::error!(channel = %w.channel, destination = %w.config.id, "{detail}");
-                        w.stats.errored.fetch_add(1, Relaxed);
                         w.stats.queued.fetch_sub(1, Relaxed);
                         (
                             DeliveryResult::Dead { error: e.message },
@@ -135,11 +136,38 @@ pub(super) async fn run(w: Worker) {
                 step: Some(step),
             });
         }
+        let dead: Vec<i64> = results
+            .iter()
+            .filter(|d| matches!(d.result, DeliveryResult::Dead { .. }))
+            .map(|d| d.outbox_id)
+            .collect();
+        // `errored` counts messages, not deliveries: only the first dead letter of a message's
+        // run counts. The destinations of a channel record their dead letters one at a time so
+        // that exactly one of them sees itself first.
+        let one_at_a_time = if dead.is_empty() {
+            None
+        } else {
+            Some(w.dead_letters.lock().await)
+        };
         if let Err(e) = w.journal.record_deliveries(results).await {
             // The rows stay in flight; the next start puts them back (counted as redeliveries).
             tracing::error!(channel = %w.channel, destination = %w.config.id, error = %e, "cannot record deliveries");
+            drop(one_at_a_time);
             w.idle(POLL).await;
+            continue;
         }
+        for outbox_id in dead {
+            match w.journal.first_dead_letter_of_run(outbox_id).await {
+                Ok(true) => {
+                    w.stats.errored.fetch_add(1, Relaxed);
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::error!(channel = %w.channel, error = %e, "cannot read a dead letter")
+                }
+            }
+        }
+        drop(one_at_a_time);
     }
 }
 
