@@ -1,6 +1,6 @@
 //! What the journal stores and hands back.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Where a message stands. Terminal states are the ones retention may prune.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -86,14 +86,14 @@ pub struct Appended {
 }
 
 /// One row of a message's trace.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TraceStep {
     pub step: String,
     /// Unix microseconds when the step started.
     pub at: i64,
     pub duration_us: i64,
     pub outcome: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
 }
 

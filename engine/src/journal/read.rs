@@ -242,7 +242,7 @@ impl Journal {
 
     pub async fn get_message(&self, id: i64) -> Result<Option<MessageDetail>> {
         let sql = format!(
-            "SELECT {SUMMARY_COLUMNS}, raw, receive_us, receive_note FROM messages WHERE id = ?"
+            "SELECT {SUMMARY_COLUMNS}, raw, receive_us, receive_note, steps FROM messages WHERE id = ?"
         );
         let Some(row) = sqlx::query(AssertSqlSafe(sql))
             .bind(id)
@@ -274,7 +274,13 @@ impl Journal {
         .bind(id)
         .fetch_all(self.reader())
         .await?;
+        // Steps run at receipt are kept on the message row as JSON.
+        let at_receipt: Vec<TraceStep> = row
+            .get::<Option<String>, _>("steps")
+            .and_then(|json| serde_json::from_str(&json).ok())
+            .unwrap_or_default();
         let trace = std::iter::once(receive)
+            .chain(at_receipt)
             .chain(steps.iter().map(|r| TraceStep {
                 step: r.get("step"),
                 at: r.get("at"),

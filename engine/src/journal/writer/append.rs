@@ -98,6 +98,8 @@ pub(super) fn push(
             (None, Some(o)) => (o.status, o.error.clone()),
             (None, None) => (m.status, m.error.clone()),
         };
+        // The steps of a run at receipt go on the message's row (read.rs shows them first).
+        let steps = outcome.map(|o| serde_json::to_string(&o.steps).unwrap_or_default());
         if let Some(o) = outcome {
             runs.push((p.id, 0, o));
         }
@@ -106,39 +108,43 @@ pub(super) fn push(
             id: p.id,
             duplicate_of: p.duplicate_of,
         });
-        rows.push((m, p, status, error));
+        rows.push((m, p, status, error, steps));
     }
-    // 20 values a row: 500 rows stay under SQLite's bound-value limit.
+    // 21 values a row: 500 rows stay under SQLite's bound-value limit.
     let mut rows = rows.into_iter().peekable();
     while rows.peek().is_some() {
         let q = script.statement(
             "INSERT INTO messages (id, channel, source, peer, received_at, receive_us, receive_note, control_id,
                  sender, message_type, content_type, size, digest, raw, status, ack, error, duplicate_of,
-                 generation, updated_at) ",
+                 generation, updated_at, steps) ",
         );
-        q.push_values(rows.by_ref().take(500), |mut b, (m, p, status, error)| {
-            b.push_bind(p.id)
-                .push_bind(m.channel.clone())
-                .push_bind(m.source.clone())
-                .push_bind(m.peer.clone())
-                .push_bind(m.received_at)
-                .push_bind(m.receive_us)
-                .push_bind(p.note)
-                .push_bind(m.control_id.clone())
-                .push_bind(m.sender.clone())
-                .push_bind(m.message_type.clone())
-                .push_bind(m.content_type.clone())
-                .push_bind(m.raw.len() as i64)
-                .push_bind(p.digest)
-                .push_bind(p.sealed)
-                .push_bind(status.as_str())
-                .push_bind(m.ack.clone())
-                .push_bind(error)
-                .push_bind(p.duplicate_of)
-                .push_bind(0i64)
-                .push_bind(now);
-        });
+        q.push_values(
+            rows.by_ref().take(500),
+            |mut b, (m, p, status, error, steps)| {
+                b.push_bind(p.id)
+                    .push_bind(m.channel.clone())
+                    .push_bind(m.source.clone())
+                    .push_bind(m.peer.clone())
+                    .push_bind(m.received_at)
+                    .push_bind(m.receive_us)
+                    .push_bind(p.note)
+                    .push_bind(m.control_id.clone())
+                    .push_bind(m.sender.clone())
+                    .push_bind(m.message_type.clone())
+                    .push_bind(m.content_type.clone())
+                    .push_bind(m.raw.len() as i64)
+                    .push_bind(p.digest)
+                    .push_bind(p.sealed)
+                    .push_bind(status.as_str())
+                    .push_bind(m.ack.clone())
+                    .push_bind(error)
+                    .push_bind(p.duplicate_of)
+                    .push_bind(0i64)
+                    .push_bind(now)
+                    .push_bind(steps);
+            },
+        );
     }
-    processed::push_effects(script, &runs, cipher, ids);
+    processed::push_outbox(script, &runs, cipher, ids);
     (appended, remember)
 }

@@ -47,7 +47,16 @@ pub(super) fn push_effects(
         .flat_map(|(id, generation, o)| o.steps.iter().map(|s| (*id, *generation, s)))
         .collect();
     push_traces(script, ids, &steps);
+    push_outbox(script, runs, cipher, ids);
+}
 
+/// Adds the outbox entries of runs `(message id, generation, outcome)`.
+pub(super) fn push_outbox(
+    script: &mut Script,
+    runs: &[(i64, i64, &Outcome)],
+    cipher: &Cipher,
+    ids: &mut Ids,
+) {
     let now = now_micros();
     let mut rows = Vec::new();
     for (id, generation, outcome) in runs {
