@@ -30,10 +30,6 @@ pub(super) struct Gatherer {
     returning: usize,
 }
 
-fn appends(ops: &[Op]) -> usize {
-    ops.iter().filter(|op| matches!(op, Op::Append(..))).count()
-}
-
 impl Gatherer {
     pub fn new(rx: Receiver<Op>) -> Self {
         Self { rx, returning: 0 }
@@ -43,36 +39,42 @@ impl Gatherer {
     /// sender is gone and nothing is left. `arrived` sees each operation as it comes in, so
     /// the writer can prepare it while it waits for the rest.
     pub fn next(&mut self, ops: &mut Vec<Op>, mut arrived: impl FnMut(&Op)) -> bool {
-        match self.rx.recv() {
-            Ok(op) => {
-                arrived(&op);
-                ops.push(op);
-            }
+        let mut appends = match self.rx.recv() {
+            Ok(op) => take(op, ops, &mut arrived),
             Err(_) => return false,
-        }
+        };
         let opened = Instant::now();
-        self.drain(ops, &mut arrived);
-        let expected = (self.returning + appends(ops)).min(MAX_BATCH);
+        appends += self.drain(ops, &mut arrived);
+        let expected = (self.returning + appends).min(MAX_BATCH);
         let deadline = opened + MAX_WAIT;
-        while appends(ops) < expected && ops.len() < MAX_BATCH {
+        while appends < expected && ops.len() < MAX_BATCH {
             match self.rx.recv_deadline(deadline) {
                 Ok(op) => {
-                    arrived(&op);
-                    ops.push(op);
-                    self.drain(ops, &mut arrived);
+                    appends += take(op, ops, &mut arrived);
+                    appends += self.drain(ops, &mut arrived);
                 }
                 Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
             }
         }
-        self.returning = appends(ops);
+        self.returning = appends;
         true
     }
 
-    fn drain(&self, ops: &mut Vec<Op>, arrived: &mut impl FnMut(&Op)) {
+    /// Takes what is already waiting; returns how many appends it took.
+    fn drain(&self, ops: &mut Vec<Op>, arrived: &mut impl FnMut(&Op)) -> usize {
         let room = MAX_BATCH.saturating_sub(ops.len());
-        for op in self.rx.try_iter().take(room) {
-            arrived(&op);
-            ops.push(op);
-        }
+        self.rx
+            .try_iter()
+            .take(room)
+            .map(|op| take(op, ops, arrived))
+            .sum()
     }
+}
+
+/// Adds `op` to the batch; 1 if it is an append, else 0.
+fn take(op: Op, ops: &mut Vec<Op>, arrived: &mut impl FnMut(&Op)) -> usize {
+    arrived(&op);
+    let append = usize::from(matches!(op, Op::Append(..)));
+    ops.push(op);
+    append
 }
