@@ -135,13 +135,16 @@ impl Processor {
 /// Counts a recorded outcome in the channel's live counters.
 pub(super) fn account(stats: &ChannelStats, status: Status, queued: usize) {
     match status {
-        Status::Filtered => stats.filtered.fetch_add(1, Relaxed),
-        Status::Errored => stats.errored.fetch_add(1, Relaxed),
+        Status::Filtered => {
+            stats.filtered.fetch_add(1, Relaxed);
+        }
+        Status::Errored => {
+            stats.errored.fetch_add(1, Relaxed);
+        }
         _ => {
             stats.queued.fetch_add(queued as i64, Relaxed);
-            0
         }
-    };
+    }
 }
 
 /// Runs a parsed message through the channel's filters and transform. CPU work only, so a

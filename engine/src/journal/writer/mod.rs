@@ -1,9 +1,10 @@
-//! The journal's single writer. Whatever is waiting is applied in one transaction and
-//! committed with one fsync (group commit); each caller is answered after the commit.
+//! The journal's single writer, on a thread of its own. Whatever is waiting is applied in one
+//! transaction and committed with one fsync (group commit); each caller is answered after the
+//! commit.
 //!
-//! The hot operations (appending received messages, recording their processing) are applied
-//! as a few multi-row statements per batch rather than a few statements per message: with
-//! SQLite behind an async driver, each statement is a round trip to the database thread.
+//! A batch is gathered (`gather.rs`) while its messages are prepared (`append::prepare`), then
+//! sent to SQLite as one multi-statement script, `BEGIN` to `COMMIT` (`script.rs`): with SQLite
+//! behind an async driver, each query is a round trip to the database thread.
 
 mod append;
 mod deliveries;

@@ -33,7 +33,7 @@ impl Script {
         &mut self.query
     }
 
-    pub fn is_empty(&self) -> bool {
+    fn is_empty(&self) -> bool {
         self.statements == 0
     }
 
