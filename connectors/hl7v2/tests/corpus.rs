@@ -5,8 +5,6 @@ use std::path::{Path as FsPath, PathBuf};
 
 use passerelle_hl7v2::{Message, Path};
 
-const FOLDERS: [&str; 2] = ["hl7v2-fhir-converter", "ansforge-hl7v2"];
-
 fn collect(dir: &FsPath, out: &mut Vec<PathBuf>) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
@@ -45,13 +43,16 @@ fn corpus_messages_parse() {
         println!("PASSERELLE_CORPUS is not set: skipping the corpus test");
         return;
     };
-    let root = PathBuf::from(root);
+    // A relative path is read from the workspace root, as the README says; cargo runs
+    // this test from the crate's own directory.
+    let root = FsPath::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(root);
+    // The whole corpus is walked: which folders it holds is the corpus's business,
+    // not this test's.
+    assert!(root.is_dir(), "{} is not a directory", root.display());
     let mut files = Vec::new();
-    for folder in FOLDERS {
-        let dir = root.join(folder);
-        assert!(dir.is_dir(), "{} is missing", dir.display());
-        collect(&dir, &mut files);
-    }
+    collect(&root, &mut files);
     files.sort();
 
     let paths: Vec<Path> = ["MSH-9.1", "PID-3[*].1", "PID-5.1", "OBX[*]-5", "MSA-2"]
@@ -86,8 +87,8 @@ fn corpus_messages_parse() {
     println!("parsed {parsed} corpus messages");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     assert!(
-        parsed >= 150,
-        "only {parsed} messages found under {}",
+        parsed > 0,
+        "no HL7 v2 message found under {}",
         root.display()
     );
 }
