@@ -21,6 +21,7 @@ from pathlib import Path
 import hl7
 import pytest
 from hl7.client import MLLPClient
+from postgres import postgres  # noqa: F401  (session fixture: a throwaway PostgreSQL server)
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -1,0 +1,216 @@
+//! The store on SQLite (always) and PostgreSQL (when PASSERELLE_TEST_POSTGRES_URL names an
+//! empty database): the same checks on both.
+
+use std::sync::Arc;
+
+use passerelle_fhir::search::parse::parse;
+use passerelle_fhir::{Expect, Sealer, Store, bundle};
+use serde_json::{Value, json};
+
+/// Reversible and visibly not clear text: enough to check the store never keeps JSON in clear.
+struct Scramble;
+
+impl Sealer for Scramble {
+    fn seal(&self, plain: &[u8], aad: &[u8]) -> Vec<u8> {
+        let mut out = aad.to_vec();
+        out.push(0);
+        out.extend(plain.iter().map(|b| b ^ 0x5a));
+        out
+    }
+    fn open(&self, blob: &[u8], aad: &[u8]) -> anyhow::Result<Vec<u8>> {
+        let rest = blob
+            .strip_prefix(aad)
+            .and_then(|r| r.strip_prefix(&[0]))
+            .ok_or_else(|| anyhow::anyhow!("wrong row"))?;
+        Ok(rest.iter().map(|b| b ^ 0x5a).collect())
+    }
+}
+
+async fn stores() -> Vec<(tempfile::TempDir, Store)> {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("fhir.db").display());
+    let mut out = vec![(dir, Store::open(&url, Arc::new(Scramble)).await.unwrap())];
+    if let Ok(pg) = std::env::var("PASSERELLE_TEST_POSTGRES_URL") {
+        out.push((
+            tempfile::tempdir().unwrap(),
+            Store::open(&pg, Arc::new(Scramble)).await.unwrap(),
+        ));
+    }
+    out
+}
+
+fn pairs(q: &str) -> Vec<(String, String)> {
+    form_urlencoded_pairs(q)
+}
+
+fn form_urlencoded_pairs(q: &str) -> Vec<(String, String)> {
+    q.split('&')
+        .filter(|s| !s.is_empty())
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (k.to_string(), v.to_string())
+        })
+        .collect()
+}
+
+async fn ids(store: &Store, t: &str, q: &str) -> Vec<String> {
+    let query = parse(t, &pairs(q), true).unwrap();
+    let mut ids: Vec<String> = store
+        .search(&query)
+        .await
+        .unwrap()
+        .matches
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[tokio::test]
+async fn crud_versions_and_search() {
+    for (_dir, store) in stores().await {
+        let p = json!({"resourceType": "Patient", "name": [{"family": "Bergère", "given": ["Anne"]}],
+                       "identifier": [{"system": "urn:oid:1.2.250.1.213.1.4.8", "value": "2800175123456"}],
+                       "birthDate": "1980-05-01"});
+        let w = store.create("Patient", p.clone(), None).await.unwrap();
+        assert!(w.created);
+        let id = w.stored.id.clone();
+        let read = store.read("Patient", &id).await.unwrap();
+        assert_eq!(read.version, 1);
+        assert_eq!(read.body.as_ref().unwrap()["meta"]["versionId"], "1");
+
+        let mut updated = read.body.clone().unwrap();
+        updated["gender"] = json!("female");
+        let w2 = store
+            .update("Patient", &id, updated.clone(), Expect::Version(1))
+            .await
+            .unwrap();
+        assert_eq!(w2.stored.version, 2);
+        let stale = store
+            .update("Patient", &id, updated, Expect::Version(1))
+            .await
+            .unwrap_err();
+        assert_eq!(stale.status, 412);
+        assert_eq!(store.vread("Patient", &id, 1).await.unwrap().version, 1);
+
+        assert_eq!(
+            ids(&store, "Patient", "family=bergere").await,
+            vec![id.clone()]
+        );
+        assert_eq!(
+            ids(&store, "Patient", "family=BERG").await,
+            vec![id.clone()]
+        );
+        assert!(
+            ids(&store, "Patient", "family:exact=bergere")
+                .await
+                .is_empty()
+        );
+        assert_eq!(
+            ids(
+                &store,
+                "Patient",
+                "identifier=urn:oid:1.2.250.1.213.1.4.8|2800175123456"
+            )
+            .await,
+            vec![id.clone()]
+        );
+        assert_eq!(
+            ids(&store, "Patient", "birthdate=ge1980-01-01&birthdate=lt1981").await,
+            vec![id.clone()]
+        );
+        assert!(
+            ids(&store, "Patient", "birthdate=gt1980-05-01")
+                .await
+                .is_empty()
+        );
+
+        // Conditional create finds the match instead of creating.
+        let again = store
+            .create(
+                "Patient",
+                p,
+                Some("identifier=urn:oid:1.2.250.1.213.1.4.8|2800175123456"),
+            )
+            .await
+            .unwrap();
+        assert!(!again.created);
+        assert_eq!(again.stored.id, id);
+
+        let gone = store
+            .delete("Patient", &id, Expect::Any)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(gone.version, 3);
+        assert_eq!(store.read("Patient", &id).await.unwrap_err().status, 410);
+        assert!(ids(&store, "Patient", "family=bergere").await.is_empty());
+        let history = store
+            .history(Some("Patient"), Some(&id), None, None, 10)
+            .await
+            .unwrap();
+        assert_eq!(
+            history.iter().map(|h| h.version).collect::<Vec<_>>(),
+            vec![3, 2, 1]
+        );
+    }
+}
+
+fn tx_bundle(entries: Vec<Value>) -> Value {
+    json!({"resourceType": "Bundle", "type": "transaction", "entry": entries})
+}
+
+#[tokio::test]
+async fn transactions_are_atomic_and_resolve_placeholders() {
+    for (_dir, store) in stores().await {
+        let ok = tx_bundle(vec![
+            json!({"fullUrl": "urn:uuid:11111111-1111-1111-1111-111111111111",
+                   "resource": {"resourceType": "Patient", "name": [{"family": "Durand"}]},
+                   "request": {"method": "POST", "url": "Patient"}}),
+            json!({"resource": {"resourceType": "Observation", "status": "final",
+                                "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+                                "subject": {"reference": "urn:uuid:11111111-1111-1111-1111-111111111111"}},
+                   "request": {"method": "POST", "url": "Observation"}}),
+        ]);
+        let resp = bundle::process(&store, &ok, bundle::Return::Representation)
+            .await
+            .unwrap();
+        let patient_ref = resp["entry"][0]["fullUrl"].as_str().unwrap().to_string();
+        assert_eq!(
+            resp["entry"][1]["resource"]["subject"]["reference"],
+            patient_ref
+        );
+        let pid = patient_ref.split('/').nth(1).unwrap();
+        assert_eq!(
+            ids(&store, "Observation", &format!("subject=Patient/{pid}"))
+                .await
+                .len(),
+            1
+        );
+        assert_eq!(
+            ids(&store, "Observation", "subject:Patient.family=durand")
+                .await
+                .len(),
+            1
+        );
+
+        let mut entries: Vec<Value> = (0..49)
+            .map(|i| json!({"resource": {"resourceType": "Patient", "name": [{"family": format!("Rollback{i}")}]},
+                            "request": {"method": "POST", "url": "Patient"}}))
+            .collect();
+        entries.push(
+            json!({"resource": {"resourceType": "Patient", "birthDate": "not-a-date"},
+                            "request": {"method": "POST", "url": "Patient"}}),
+        );
+        let err = bundle::process(&store, &tx_bundle(entries), bundle::Return::Minimal)
+            .await
+            .unwrap_err();
+        assert_eq!(err.status, 400);
+        assert!(err.diagnostics.contains("entry[49]"), "{}", err.diagnostics);
+        assert!(
+            ids(&store, "Patient", "family=rollback").await.is_empty(),
+            "nothing left behind"
+        );
+    }
+}
