@@ -118,6 +118,17 @@ impl Cipher {
     }
 }
 
+/// The FHIR store seals resource payloads with the same key as the journal.
+impl passerelle_fhir::Sealer for Cipher {
+    fn seal(&self, plain: &[u8], aad: &[u8]) -> Vec<u8> {
+        Cipher::seal(self, plain, aad)
+    }
+
+    fn open(&self, blob: &[u8], aad: &[u8]) -> anyhow::Result<Vec<u8>> {
+        Cipher::open(self, blob, aad)
+    }
+}
+
 /// Writes a file readable by its owner only.
 pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;

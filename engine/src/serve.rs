@@ -11,6 +11,9 @@ use passerelle_connectors::mllp::{ServerStats, serve_with_stats};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::api::fhir::FhirApi;
+use crate::api::fhir::access::SmartScopes;
+use crate::api::fhir::audit::StoreAudit;
 use crate::api::{AppState, router};
 use crate::channel::{SourceConfig, load_dir};
 use crate::crypto::Cipher;
@@ -30,7 +33,7 @@ pub async fn run(settings: Settings) -> Result<()> {
             .context("the channels have errors (see `passerelle check`)"));
     }
     let cipher = Arc::new(Cipher::load_or_create(&settings.data_dir)?);
-    let journal = Journal::open(&settings.database_url, cipher).await?;
+    let journal = Journal::open(&settings.database_url, cipher.clone()).await?;
     let runtime = Runtime::start(journal.clone(), loaded.channels).await?;
 
     // One MLLP listener per address; a channel without its own address uses the main one.
@@ -61,7 +64,18 @@ pub async fn run(settings: Settings) -> Result<()> {
         )));
     }
 
-    let state = AppState::new(runtime.clone(), mllp_stats);
+    let store = Arc::new(
+        passerelle_fhir::Store::open(&settings.store_url, cipher.clone())
+            .await
+            .context("opening the FHIR store")?,
+    );
+    tracing::info!(backend = store.backend().name(), "FHIR store open");
+    let fhir = FhirApi {
+        store: store.clone(),
+        policy: Arc::new(SmartScopes),
+        audit: Arc::new(StoreAudit::start(store.clone())),
+    };
+    let state = AppState::new(runtime.clone(), mllp_stats, fhir);
     let http = TcpListener::bind(settings.http)
         .await
         .with_context(|| format!("HTTP address {}", settings.http))?;
@@ -96,6 +110,7 @@ pub async fn run(settings: Settings) -> Result<()> {
     runtime.stop().await;
     stop_http.cancel();
     let _ = http_task.await;
+    store.close().await;
     tracing::info!("stopped");
     Ok(())
 }

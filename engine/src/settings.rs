@@ -48,7 +48,10 @@ pub struct Settings {
     pub config_path: Option<PathBuf>,
     pub file: ConfigFile,
     pub data_dir: PathBuf,
+    /// The journal's database (SQLite).
     pub database_url: String,
+    /// The FHIR store's database (SQLite or PostgreSQL).
+    pub store_url: String,
     pub channels_dir: PathBuf,
     pub http: SocketAddr,
     pub mllp: SocketAddr,
@@ -81,11 +84,26 @@ impl CommonArgs {
             .unwrap_or_else(|| PathBuf::from("data"))
     }
 
+    /// The database URL as configured, if any.
+    fn configured_database(&self, file: &ConfigFile) -> Option<String> {
+        self.database.clone().or_else(|| file.database.clone())
+    }
+
+    /// The journal's database: the configured SQLite URL, else the data dir's. With a
+    /// PostgreSQL database the journal stays in the data dir (only the FHIR store moves).
     pub fn database_url(&self, file: &ConfigFile, data_dir: &Path) -> String {
-        self.database
-            .clone()
-            .or_else(|| file.database.clone())
-            .unwrap_or_else(|| default_url(data_dir))
+        match self.configured_database(file) {
+            Some(url) if !is_postgres(&url) => url,
+            _ => default_url(data_dir),
+        }
+    }
+
+    /// The FHIR store's database: the configured PostgreSQL URL, else `fhir.db` in the data dir.
+    pub fn store_url(&self, file: &ConfigFile, data_dir: &Path) -> String {
+        match self.configured_database(file) {
+            Some(url) if is_postgres(&url) => url,
+            _ => format!("sqlite://{}", data_dir.join(STORE_FILE).display()),
+        }
     }
 
     pub fn channels_dir(&self, file: &ConfigFile) -> PathBuf {
@@ -96,10 +114,18 @@ impl CommonArgs {
     }
 }
 
+/// The FHIR store's SQLite file in the data dir.
+pub const STORE_FILE: &str = "fhir.db";
+
+fn is_postgres(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
 pub fn resolve(common: &CommonArgs, listen: &ListenArgs) -> Result<Settings> {
     let (config_path, file) = common.config_file()?;
     let data_dir = common.data_dir(&file);
     let database_url = common.database_url(&file, &data_dir);
+    let store_url = common.store_url(&file, &data_dir);
     let address = |flag: &Option<String>,
                    from_file: &Option<String>,
                    default: &str,
@@ -130,6 +156,7 @@ pub fn resolve(common: &CommonArgs, listen: &ListenArgs) -> Result<Settings> {
         log_json: log_format == "json",
         data_dir,
         database_url,
+        store_url,
         http,
         mllp,
         config_path,

@@ -417,7 +417,9 @@ async fn transaction(store: &Store, mut entries: Vec<Entry>, ret: Return) -> Fhi
                         (Some(id), _) => tx.delete(&t, &id, expect).await?,
                         (None, Some(q)) => tx.conditional_delete(&t, &q).await?,
                         (None, None) => {
-                            return Err(FhirError::invalid("DELETE needs Type/id or Type?criteria"));
+                            return Err(FhirError::invalid(
+                                "DELETE needs Type/id or Type?criteria",
+                            ));
                         }
                     };
                     Ok(json!({ "response": { "status": "204 No Content" } }))

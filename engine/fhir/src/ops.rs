@@ -262,13 +262,14 @@ impl Store {
     }
 
     /// `Patient/[id]/$everything`: the patient, every resource that points to it, and what
-    /// those point to (practitioners, organisations, medications...).
+    /// those point to (practitioners, organisations, medications...). The audit trail is not
+    /// part of the record: it is read through `AuditEvent?patient=`.
     pub async fn everything(&self, patient_id: &str, limit: i64) -> FhirResult<Vec<Stored>> {
         let patient = self.read("Patient", patient_id).await?;
         let mut conn = self.pool().acquire().await?;
         let rows: Vec<(String, String)> = sqlx::query_as(
             "SELECT DISTINCT type, id FROM search_reference \
-             WHERE target_type = 'Patient' AND target_id = $1 LIMIT $2",
+             WHERE target_type = 'Patient' AND target_id = $1 AND type <> 'AuditEvent' LIMIT $2",
         )
         .bind(patient_id)
         .bind(limit)
@@ -278,7 +279,7 @@ impl Store {
         let mut seen: std::collections::HashSet<(String, String)> = rows.into_iter().collect();
         seen.insert(("Patient".into(), patient_id.into()));
         let mut referenced = Vec::new();
-        for s in &compartment {
+        for s in std::iter::once(&patient).chain(&compartment) {
             let targets: Vec<(String, String)> = sqlx::query_as(
                 "SELECT DISTINCT target_type, target_id FROM search_reference \
                  WHERE type = $1 AND id = $2 AND target_type IS NOT NULL",

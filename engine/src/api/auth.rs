@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
 
@@ -41,44 +41,66 @@ impl TokenCache {
     }
 }
 
-pub async fn require_token(
-    State(state): State<Arc<AppState>>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    let token = request
-        .headers()
+/// Why a request carries no usable identity, and the status that says so.
+pub struct Refusal {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+/// The principal of a request's bearer token.
+pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Principal, Refusal> {
+    let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| {
             v.strip_prefix("Bearer ")
                 .or_else(|| v.strip_prefix("bearer "))
         })
-        .map(str::trim)
-        .map(String::from);
-    let unauthorized = |message: &str| {
-        let mut response = error(StatusCode::UNAUTHORIZED, message);
-        response
-            .headers_mut()
-            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        response
+        .map(str::trim);
+    let refuse = |status, message: &str| Refusal {
+        status,
+        message: message.to_string(),
     };
     let Some(token) = token else {
-        return unauthorized("a bearer token is required (passerelle token issue)");
+        return Err(refuse(
+            StatusCode::UNAUTHORIZED,
+            "a bearer token is required (passerelle token issue)",
+        ));
     };
     match state
         .tokens
-        .check(state.runtime.journal().reader(), &token)
+        .check(state.runtime.journal().reader(), token)
         .await
     {
-        Ok(Some(principal)) => {
+        Ok(Some(principal)) => Ok(principal),
+        Ok(None) => Err(refuse(StatusCode::UNAUTHORIZED, "unknown or revoked token")),
+        Err(e) => Err(refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("cannot check the token: {e}"),
+        )),
+    }
+}
+
+/// A 401 says how to authenticate.
+pub fn challenge(mut response: Response) -> Response {
+    if response.status() == StatusCode::UNAUTHORIZED {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    response
+}
+
+pub async fn require_token(
+    State(state): State<Arc<AppState>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    match authenticate(&state, request.headers()).await {
+        Ok(principal) => {
             request.extensions_mut().insert(principal);
             next.run(request).await
         }
-        Ok(None) => unauthorized("unknown or revoked token"),
-        Err(e) => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("cannot check the token: {e}"),
-        ),
+        Err(r) => challenge(error(r.status, r.message)),
     }
 }

@@ -1,7 +1,9 @@
-//! The HTTP side: `/health`, `/metrics` and the admin API under `/api` (bearer tokens).
+//! The HTTP side: `/health`, `/metrics`, the admin API under `/api` and the FHIR API under
+//! `/fhir` (both with bearer tokens).
 
 mod auth;
 mod extract;
+pub mod fhir;
 mod messages;
 
 use std::sync::Arc;
@@ -24,12 +26,14 @@ pub struct AppState {
     pub ready: AtomicBool,
     pub tokens: auth::TokenCache,
     pub mllp_connections: Arc<passerelle_connectors::mllp::ServerStats>,
+    pub fhir: fhir::FhirApi,
 }
 
 impl AppState {
     pub fn new(
         runtime: Arc<Runtime>,
         mllp_connections: Arc<passerelle_connectors::mllp::ServerStats>,
+        fhir: fhir::FhirApi,
     ) -> Arc<Self> {
         Arc::new(Self {
             runtime,
@@ -37,6 +41,7 @@ impl AppState {
             ready: AtomicBool::new(false),
             tokens: auth::TokenCache::default(),
             mllp_connections,
+            fhir,
         })
     }
 }
@@ -55,6 +60,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .nest("/api", admin)
+        .nest("/fhir", fhir::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
