@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use serde_json::{Map, Value, json};
 
-use crate::datetime::{http_date, instant};
+use crate::datetime::instant;
 use crate::error::{FhirError, FhirResult};
 use crate::ops::Written;
 use crate::search;
@@ -503,11 +503,6 @@ fn response_bundle(kind: &str, entries: Vec<Value>) -> Value {
         "type": kind,
         "entry": entries,
     })
-}
-
-/// `Last-Modified` of a stored version.
-pub fn last_modified(s: &Stored) -> String {
-    http_date(s.last_updated)
 }
 
 #[cfg(test)]

@@ -278,17 +278,18 @@ impl Store {
         let compartment = search::fetch(self, &mut conn, &rows).await?;
         let mut seen: std::collections::HashSet<(String, String)> = rows.into_iter().collect();
         seen.insert(("Patient".into(), patient_id.into()));
+        let mut sources = vec![("Patient".to_string(), patient_id.to_string())];
+        sources.extend(
+            compartment
+                .iter()
+                .map(|s| (s.resource_type.clone(), s.id.clone())),
+        );
         let mut referenced = Vec::new();
-        for s in std::iter::once(&patient).chain(&compartment) {
-            let targets: Vec<(String, String)> = sqlx::query_as(
-                "SELECT DISTINCT target_type, target_id FROM search_reference \
-                 WHERE type = $1 AND id = $2 AND target_type IS NOT NULL",
-            )
-            .bind(&s.resource_type)
-            .bind(&s.id)
-            .fetch_all(&mut *conn)
-            .await?;
-            referenced.extend(targets.into_iter().filter(|k| seen.insert(k.clone())));
+        for (t, ids) in search::by_type(&sources) {
+            for chunk in ids.chunks(500) {
+                let targets = search::targets_of(&mut conn, t, chunk, None, None).await?;
+                referenced.extend(targets.into_iter().filter(|k| seen.insert(k.clone())));
+            }
         }
         let others = search::fetch(self, &mut conn, &referenced).await?;
         let mut all = vec![patient];

@@ -78,8 +78,9 @@ impl SearchParam {
 }
 
 pub struct Registry {
-    by_key: HashMap<(String, String), SearchParam>,
-    by_type: HashMap<String, Vec<String>>,
+    /// Each type's parameters (`Resource`: the common ones). Looked up by a scan: a type has
+    /// at most a few dozen, and the index hot path then allocates nothing.
+    by_type: HashMap<String, Vec<SearchParam>>,
 }
 
 fn parse_step(text: &str) -> Option<Step> {
@@ -111,8 +112,7 @@ fn parse_path(text: &str) -> Option<Vec<Step>> {
 
 impl Registry {
     pub fn parse(csv: &str) -> Result<Self, String> {
-        let mut by_key = HashMap::new();
-        let mut by_type: HashMap<String, Vec<String>> = HashMap::new();
+        let mut by_type: HashMap<String, Vec<SearchParam>> = HashMap::new();
         let mut header_seen = false;
         for (n, line) in csv.lines().enumerate() {
             let line = line.trim();
@@ -154,36 +154,24 @@ impl Registry {
                     .collect(),
                 components,
             };
-            by_type
-                .entry(resource.to_string())
-                .or_default()
-                .push(code.to_string());
-            by_key.insert((resource.to_string(), code.to_string()), param);
+            let own = by_type.entry(resource.to_string()).or_default();
+            if own.iter().any(|p| p.code == param.code) {
+                return Err(format!("line {}: {resource}.{code} defined twice", n + 1));
+            }
+            own.push(param);
         }
-        Ok(Self { by_key, by_type })
+        Ok(Self { by_type })
     }
 
     pub fn get(&self, resource: &str, code: &str) -> Option<&SearchParam> {
-        self.by_key
-            .get(&(resource.to_string(), code.to_string()))
-            .or_else(|| self.by_key.get(&("Resource".to_string(), code.to_string())))
+        self.of_type(resource).find(|p| p.code == code)
     }
 
     /// The parameters of a type, its own and the common ones.
     pub fn of_type<'a>(&'a self, resource: &str) -> impl Iterator<Item = &'a SearchParam> + 'a {
         let own = self.by_type.get(resource).into_iter().flatten();
         let common = self.by_type.get("Resource").into_iter().flatten();
-        let resource = resource.to_string();
-        own.map(move |c| &self.by_key[&(resource.clone(), c.clone())])
-            .chain(common.map(|c| &self.by_key[&("Resource".to_string(), c.clone())]))
-    }
-
-    /// The types that have their own search parameters.
-    pub fn types(&self) -> impl Iterator<Item = &str> {
-        self.by_type
-            .keys()
-            .map(String::as_str)
-            .filter(|t| *t != "Resource")
+        own.chain(common)
     }
 }
 
@@ -227,5 +215,6 @@ mod tests {
         assert!(parse_step("a[b").is_none());
         assert!(Registry::parse("h\nPatient,x,nope,name,\n").is_err());
         assert!(Registry::parse("h\nPatient,x,string\n").is_err());
+        assert!(Registry::parse("h\nPatient,x,string,name,\nPatient,x,string,name,\n").is_err());
     }
 }

@@ -119,11 +119,7 @@ pub fn history(base: &str, versions: &[Stored], next: Option<String>, self_url: 
     let entries: Vec<Value> = versions
         .iter()
         .map(|s| {
-            let method = if s.method == "PATCH" {
-                "PATCH"
-            } else {
-                s.method.as_str()
-            };
+            let method = s.method.as_str();
             let url = match method {
                 "POST" => s.resource_type.clone(),
                 _ => format!("{}/{}", s.resource_type, s.id),

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use passerelle_fhir::feed::Feed;
 use passerelle_fhir::search::parse::parse;
 use passerelle_fhir::{Expect, Sealer, Store, bundle};
 use serde_json::{Value, json};
@@ -212,5 +213,71 @@ async fn transactions_are_atomic_and_resolve_placeholders() {
             ids(&store, "Patient", "family=rollback").await.is_empty(),
             "nothing left behind"
         );
+    }
+}
+
+#[tokio::test]
+async fn change_feed_filters_in_order_and_resumes_from_its_cursor() {
+    for (_dir, store) in stores().await {
+        let store = Arc::new(store);
+        let start = store
+            .changes_after(0, i64::MAX)
+            .await
+            .unwrap()
+            .last()
+            .map_or(0, |c| c.seq);
+        let criteria = Some("MedicationRequest?status=active");
+        let mut feed = Feed::open(store.clone(), "pharmacy", criteria, start)
+            .await
+            .unwrap();
+        let order = |status: &str| {
+            json!({"resourceType": "MedicationRequest", "status": status, "intent": "order",
+                   "subject": {"reference": "Patient/p1"}, "medicationCodeableConcept": {"text": "x"}})
+        };
+        let first = store
+            .create("MedicationRequest", order("active"), None)
+            .await
+            .unwrap();
+        store
+            .create("MedicationRequest", order("draft"), None)
+            .await
+            .unwrap();
+        store
+            .create("Patient", json!({"resourceType": "Patient"}), None)
+            .await
+            .unwrap();
+        let second = store
+            .create("MedicationRequest", order("active"), None)
+            .await
+            .unwrap();
+
+        let got = feed.next(100).await.unwrap();
+        let ids: Vec<&str> = got.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            vec![first.stored.id.as_str(), second.stored.id.as_str()],
+            "matching changes, in commit order"
+        );
+        assert_eq!(feed.cursor(), second.stored.seq);
+        feed.ack().await.unwrap();
+
+        // A new change wakes a waiting subscriber.
+        let waiting = tokio::spawn(async move { feed.next(100).await.unwrap() });
+        let third = store
+            .create("MedicationRequest", order("active"), None)
+            .await
+            .unwrap();
+        let got = tokio::time::timeout(std::time::Duration::from_secs(10), waiting)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got[0].id, third.stored.id);
+
+        // Reopened, the subscriber resumes after its last acknowledged change.
+        let mut again = Feed::open(store.clone(), "pharmacy", criteria, 0)
+            .await
+            .unwrap();
+        assert_eq!(again.cursor(), second.stored.seq);
+        assert_eq!(again.next(100).await.unwrap()[0].id, third.stored.id);
     }
 }

@@ -224,18 +224,33 @@ fn renumber(sql: &str, offset: usize) -> String {
     out
 }
 
+/// Groups `(type, id)` keys by type.
+pub fn by_type(keys: &[(String, String)]) -> BTreeMap<&str, Vec<&str>> {
+    let mut out: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (t, id) in keys {
+        out.entry(t.as_str()).or_default().push(id.as_str());
+    }
+    out
+}
+
+/// Runs a query whose two columns are a resource type and id.
+async fn keys_of(conn: &mut AnyConnection, s: &Sql) -> FhirResult<Vec<(String, String)>> {
+    let rows = bind(sqlx::query(sqlx::AssertSqlSafe(s.text.clone())), &s.args)
+        .fetch_all(&mut *conn)
+        .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get::<String, _>(0)?, r.try_get::<String, _>(1)?)))
+        .collect()
+}
+
 /// Current, non-deleted versions of the given resources, in the order given.
 pub async fn fetch(
     store: &Store,
     conn: &mut AnyConnection,
     keys: &[(String, String)],
 ) -> FhirResult<Vec<Stored>> {
-    let mut by_type: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    for (t, id) in keys {
-        by_type.entry(t.as_str()).or_default().push(id.as_str());
-    }
     let mut found = Vec::new();
-    for (t, ids) in by_type {
+    for (t, ids) in by_type(keys) {
         for chunk in ids.chunks(500) {
             let mut s = Sql::default();
             s.push(
@@ -243,15 +258,8 @@ pub async fn fetch(
                  FROM resources r JOIN history h ON h.type = r.type AND h.id = r.id \
                  AND h.version = r.version WHERE r.deleted = 0 AND r.type = ",
             )
-            .text_arg(t)
-            .push(" AND r.id IN (");
-            for (i, id) in chunk.iter().enumerate() {
-                if i > 0 {
-                    s.push(", ");
-                }
-                s.text_arg(*id);
-            }
-            s.push(")");
+            .text_arg(t);
+            in_list(&mut s, "r.id", chunk);
             let rows = bind(sqlx::query(sqlx::AssertSqlSafe(s.text.clone())), &s.args)
                 .fetch_all(&mut *conn)
                 .await?;
@@ -273,6 +281,35 @@ pub async fn fetch(
 
 const MAX_INCLUDED: i64 = 1000;
 
+/// What resources of type `source` point to, through `param` (None: any reference),
+/// restricted to targets of type `target` when given.
+pub async fn targets_of(
+    conn: &mut AnyConnection,
+    source: &str,
+    ids: &[&str],
+    param: Option<&str>,
+    target: Option<&str>,
+) -> FhirResult<Vec<(String, String)>> {
+    let mut s = Sql::default();
+    s.push("SELECT DISTINCT target_type, target_id FROM search_reference WHERE type = ")
+        .text_arg(source)
+        .push(" AND target_type IS NOT NULL");
+    if let Some(p) = param {
+        s.push(" AND param = ").text_arg(p);
+    }
+    if let Some(t) = target {
+        s.push(" AND target_type = ").text_arg(t);
+    }
+    in_list(&mut s, "id", ids);
+    s.push(" LIMIT ").int_arg(MAX_INCLUDED);
+    keys_of(conn, &s).await
+}
+
+/// `_include`/`_revinclude` parameter: `*` means any.
+fn param_filter(param: &str) -> Option<&str> {
+    (param != "*").then_some(param)
+}
+
 /// Resources of `_include` (what the matches point to) and `_revinclude` (what points to
 /// them); `:iterate` ones are applied again to what was included, up to three rounds.
 async fn includes(
@@ -292,65 +329,36 @@ async fn includes(
     let mut out = Vec::new();
     for round in 0..3 {
         let mut wanted = Vec::new();
-        for inc in &q.includes {
-            if round > 0 && !inc.iterate {
-                continue;
-            }
-            let ids: Vec<&str> = frontier
-                .iter()
-                .filter(|(t, _)| *t == inc.source)
-                .map(|(_, id)| id.as_str())
-                .collect();
-            if ids.is_empty() {
-                continue;
-            }
-            let mut s = Sql::default();
-            s.push("SELECT DISTINCT target_type, target_id FROM search_reference WHERE type = ")
-                .text_arg(inc.source.clone())
-                .push(" AND target_type IS NOT NULL");
-            if inc.param != "*" {
-                s.push(" AND param = ").text_arg(inc.param.clone());
-            }
-            if let Some(t) = &inc.target {
-                s.push(" AND target_type = ").text_arg(t.clone());
-            }
-            in_list(&mut s, "id", &ids);
-            s.push(" LIMIT ").int_arg(MAX_INCLUDED);
-            let rows = bind(sqlx::query(sqlx::AssertSqlSafe(s.text.clone())), &s.args)
-                .fetch_all(&mut *conn)
-                .await?;
-            for r in rows {
-                wanted.push((r.try_get::<String, _>(0)?, r.try_get::<String, _>(1)?));
+        let frontier_by_type = by_type(&frontier);
+        let active = |inc: &&Include| round == 0 || inc.iterate;
+        for inc in q.includes.iter().filter(active) {
+            if let Some(ids) = frontier_by_type.get(inc.source.as_str()) {
+                let found = targets_of(
+                    conn,
+                    &inc.source,
+                    ids,
+                    param_filter(&inc.param),
+                    inc.target.as_deref(),
+                );
+                wanted.extend(found.await?);
             }
         }
-        for inc in &q.revincludes {
-            if round > 0 && !inc.iterate {
-                continue;
-            }
-            let mut targets: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-            for (t, id) in &frontier {
-                targets.entry(t.as_str()).or_default().push(id.as_str());
-            }
-            for (t, ids) in targets {
-                if inc.target.as_deref().is_some_and(|want| want != t) {
+        for inc in q.revincludes.iter().filter(active) {
+            for (t, ids) in &frontier_by_type {
+                if inc.target.as_deref().is_some_and(|want| want != *t) {
                     continue;
                 }
                 let mut s = Sql::default();
                 s.push("SELECT DISTINCT type, id FROM search_reference WHERE type = ")
                     .text_arg(inc.source.clone())
                     .push(" AND target_type = ")
-                    .text_arg(t);
-                if inc.param != "*" {
-                    s.push(" AND param = ").text_arg(inc.param.clone());
+                    .text_arg(*t);
+                if let Some(p) = param_filter(&inc.param) {
+                    s.push(" AND param = ").text_arg(p);
                 }
-                in_list(&mut s, "target_id", &ids);
+                in_list(&mut s, "target_id", ids);
                 s.push(" LIMIT ").int_arg(MAX_INCLUDED);
-                let rows = bind(sqlx::query(sqlx::AssertSqlSafe(s.text.clone())), &s.args)
-                    .fetch_all(&mut *conn)
-                    .await?;
-                for r in rows {
-                    wanted.push((r.try_get::<String, _>(0)?, r.try_get::<String, _>(1)?));
-                }
+                wanted.extend(keys_of(conn, &s).await?);
             }
         }
         wanted.retain(|k| seen.insert(k.clone()));
@@ -378,8 +386,9 @@ fn in_list(s: &mut Sql, column: &str, ids: &[&str]) {
     s.push(")");
 }
 
-/// Ids of the resources of type `t` matching `criteria` (a query string such as
-/// `identifier=urn:oid:1.2|123`): conditional create, update, delete and references.
+/// The resources of type `t` matching `criteria` (a query string such as
+/// `identifier=urn:oid:1.2|123`), at most two (enough to tell none, one and several):
+/// conditional create, update, delete and references.
 pub async fn matching(
     store: &Store,
     conn: &mut AnyConnection,

@@ -1,6 +1,8 @@
 //! `GET /fhir/metadata`: the CapabilityStatement, built from what the server really does
 //! (the resource types it knows, the search parameters it indexes).
 
+use std::sync::OnceLock;
+
 use passerelle_fhir::Backend;
 use passerelle_fhir::registry::{ParamType, registry};
 use passerelle_fhir::types::resource_types;
@@ -57,27 +59,45 @@ fn references_of(t: &str) -> Vec<String> {
     refs
 }
 
-pub fn statement(backend: Backend) -> Value {
+/// The `Type:param` references of any type that may point to `t` (its `_revinclude`s).
+fn references_to(types: &[&str], t: &str) -> Vec<String> {
+    types
+        .iter()
+        .flat_map(|source| {
+            registry()
+                .of_type(source)
+                .filter(|p| p.kind == ParamType::Reference)
+                .filter(|p| p.targets.is_empty() || p.targets.iter().any(|x| x == t))
+                .map(move |p| format!("{source}:{}", p.code))
+        })
+        .collect()
+}
+
+const INTERACTIONS: [&str; 9] = [
+    "read",
+    "vread",
+    "update",
+    "patch",
+    "delete",
+    "history-instance",
+    "history-type",
+    "create",
+    "search-type",
+];
+
+/// The statement never changes while a server runs: built once.
+pub fn statement(backend: Backend) -> &'static Value {
+    static STATEMENT: OnceLock<Value> = OnceLock::new();
+    STATEMENT.get_or_init(|| build(backend))
+}
+
+fn build(backend: Backend) -> Value {
     let mut types: Vec<&str> = resource_types().iter().copied().collect();
     types.sort();
+    let interactions: Vec<Value> = INTERACTIONS.iter().map(|c| json!({ "code": c })).collect();
     let resources: Vec<Value> = types
         .iter()
         .map(|t| {
-            let mut interactions: Vec<Value> = [
-                "read",
-                "vread",
-                "update",
-                "patch",
-                "delete",
-                "history-instance",
-                "history-type",
-                "create",
-                "search-type",
-            ]
-            .iter()
-            .map(|c| json!({ "code": c }))
-            .collect();
-            interactions.shrink_to_fit();
             let mut r = json!({
                 "type": t,
                 "documentation": CONFORMANCE,
@@ -91,11 +111,10 @@ pub fn statement(backend: Backend) -> Value {
                 "conditionalDelete": "single",
                 "referencePolicy": ["literal", "local"],
                 "searchInclude": references_of(t),
+                "searchRevInclude": references_to(&types, t),
                 "searchParam": search_params(t),
             });
-            let rev: Vec<String> = types.iter().flat_map(|s| references_of(s)).collect();
-            if !rev.is_empty() && *t == "Patient" {
-                r["searchRevInclude"] = json!(rev);
+            if *t == "Patient" {
                 r["operation"] = json!([{
                     "name": "everything",
                     "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"

@@ -84,7 +84,10 @@ async fn gate(
     work: impl AsyncFnOnce() -> Result<(Reply, Vec<String>), FhirError>,
 ) -> Response {
     let fhir = api(state);
+    // `*`: an interaction across types (system history, `$everything`), which needs a scope
+    // on every type.
     let checked = match resource_type {
+        Some("*") => fhir.policy.allow(&ctx.access, "*", action),
         Some(t) => check_type(t).and_then(|_| fhir.policy.allow(&ctx.access, t, action)),
         None => Ok(()),
     };
@@ -188,7 +191,7 @@ fn resource_body(ctx: &Ctx, body: &[u8]) -> Result<Value, FhirError> {
 async fn metadata(State(state): Shared) -> Response {
     respond::json_response(
         StatusCode::OK,
-        &capability::statement(state.fhir.store.backend()),
+        capability::statement(state.fhir.store.backend()),
         false,
     )
 }
@@ -351,7 +354,7 @@ async fn conditional_delete(State(state): Shared, ctx: Ctx, Path(t): Path<String
     .await
 }
 
-async fn search(state: &AppState, ctx: &Ctx, t: &str, pairs: Vec<(String, String)>) -> Response {
+async fn search(state: &AppState, ctx: &Ctx, t: &str, pairs: &[(String, String)]) -> Response {
     gate(
         state,
         ctx,
@@ -359,7 +362,7 @@ async fn search(state: &AppState, ctx: &Ctx, t: &str, pairs: Vec<(String, String
         Action::Search,
         Some(t),
         async || {
-            let q = parse_search(t, &pairs, ctx.strict)?;
+            let q = parse_search(t, pairs, ctx.strict)?;
             let page = api(state).store.search(&q).await?;
             let entities = page
                 .matches
@@ -378,8 +381,7 @@ async fn search(state: &AppState, ctx: &Ctx, t: &str, pairs: Vec<(String, String
 }
 
 async fn search_get(State(state): Shared, ctx: Ctx, Path(t): Path<String>) -> Response {
-    let pairs = ctx.pairs();
-    search(&state, &ctx, &t, pairs).await
+    search(&state, &ctx, &t, &ctx.pairs).await
 }
 
 async fn search_post(
@@ -388,9 +390,9 @@ async fn search_post(
     Path(t): Path<String>,
     body: Bytes,
 ) -> Response {
-    let mut pairs = ctx.pairs();
+    let mut pairs = ctx.pairs.clone();
     pairs.extend(form_urlencoded::parse(&body).map(|(k, v)| (k.into_owned(), v.into_owned())));
-    search(&state, &ctx, &t, pairs).await
+    search(&state, &ctx, &t, &pairs).await
 }
 
 /// `_count`, `_since` and the paging cursor of a history request.
@@ -398,7 +400,7 @@ fn history_params(ctx: &Ctx) -> Result<(i64, Option<i64>, Option<i64>), FhirErro
     let mut count = HISTORY_COUNT;
     let mut since = None;
     let mut before = None;
-    for (k, v) in ctx.pairs() {
+    for (k, v) in &ctx.pairs {
         match k.as_str() {
             "_count" => {
                 count = v
@@ -408,7 +410,7 @@ fn history_params(ctx: &Ctx) -> Result<(i64, Option<i64>, Option<i64>), FhirErro
             }
             "_since" => {
                 since = Some(
-                    passerelle_fhir::datetime::parse(&v)
+                    passerelle_fhir::datetime::parse(v)
                         .ok_or_else(|| FhirError::invalid(format!("_since={v} is not an instant")))?
                         .low,
                 )
@@ -438,47 +440,50 @@ async fn history(
     id: Option<&str>,
     interaction: &'static str,
 ) -> Response {
-    gate(state, ctx, interaction, Action::Read, t, async || {
-        let (count, since, before) = history_params(ctx)?;
-        let versions = api(state)
-            .store
-            .history(t, id, since, before, count + 1)
-            .await?;
-        let more = versions.len() as i64 > count;
-        let shown = &versions[..versions.len().min(count as usize)];
-        let path = match (t, id) {
-            (Some(t), Some(id)) => format!("{}/{t}/{id}/_history", ctx.base),
-            (Some(t), None) => format!("{}/{t}/_history", ctx.base),
-            _ => format!("{}/_history", ctx.base),
-        };
-        let next = (more && !shown.is_empty()).then(|| {
-            format!(
-                "{path}?_count={count}&_cursor={}",
-                shown.last().expect("non-empty").seq
-            )
-        });
-        let self_url = if ctx.query.is_empty() {
-            path.clone()
-        } else {
-            format!("{path}?{}", ctx.query)
-        };
-        let entities = shown.iter().take(AUDITED_RESULTS).flat_map(named).collect();
-        Ok((
-            Reply::Json(
-                StatusCode::OK,
-                render::history(&ctx.base, shown, next, &self_url),
-            ),
-            entities,
-        ))
-    })
+    gate(
+        state,
+        ctx,
+        interaction,
+        Action::Read,
+        Some(t.unwrap_or("*")),
+        async || {
+            let (count, since, before) = history_params(ctx)?;
+            let versions = api(state)
+                .store
+                .history(t, id, since, before, count + 1)
+                .await?;
+            let more = versions.len() as i64 > count;
+            let shown = &versions[..versions.len().min(count as usize)];
+            let path = match (t, id) {
+                (Some(t), Some(id)) => format!("{}/{t}/{id}/_history", ctx.base),
+                (Some(t), None) => format!("{}/{t}/_history", ctx.base),
+                _ => format!("{}/_history", ctx.base),
+            };
+            let next = (more && !shown.is_empty()).then(|| {
+                format!(
+                    "{path}?_count={count}&_cursor={}",
+                    shown.last().expect("non-empty").seq
+                )
+            });
+            let self_url = if ctx.query.is_empty() {
+                path.clone()
+            } else {
+                format!("{path}?{}", ctx.query)
+            };
+            let entities = shown.iter().take(AUDITED_RESULTS).flat_map(named).collect();
+            Ok((
+                Reply::Json(
+                    StatusCode::OK,
+                    render::history(&ctx.base, shown, next, &self_url),
+                ),
+                entities,
+            ))
+        },
+    )
     .await
 }
 
 async fn system_history(State(state): Shared, ctx: Ctx) -> Response {
-    // System history shows every type: it takes a scope on all of them.
-    if let Err(e) = api(&state).policy.allow(&ctx.access, "*", Action::Read) {
-        return error_response(&e);
-    }
     history(&state, &ctx, None, None, "history-system").await
 }
 

@@ -47,6 +47,8 @@ pub struct Ctx {
     pub if_match: Option<String>,
     pub if_none_exist: Option<String>,
     pub query: String,
+    /// The query string's pairs, decoded.
+    pub pairs: Vec<(String, String)>,
     pub content_type: Option<String>,
     /// `Type/id` when the URL names one resource: what an audit record of a refused or
     /// failed access says was attempted.
@@ -62,13 +64,6 @@ impl Ctx {
             }),
         }
     }
-
-    /// The query string's pairs.
-    pub fn pairs(&self) -> Vec<(String, String)> {
-        form_urlencoded::parse(self.query.as_bytes())
-            .map(|(k, v)| (k.into_owned(), v.into_owned()))
-            .collect()
-    }
 }
 
 fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
@@ -79,10 +74,8 @@ fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
 }
 
 /// JSON is what the server speaks; a client that asks only for XML is told so (406).
-fn check_format(query: &str, headers: &HeaderMap) -> Result<(), FhirError> {
-    let format = form_urlencoded::parse(query.as_bytes())
-        .find(|(k, _)| k == "_format")
-        .map(|(_, v)| v.into_owned());
+fn check_format(pairs: &[(String, String)], headers: &HeaderMap) -> Result<(), FhirError> {
+    let format = pairs.iter().find(|(k, _)| k == "_format").map(|(_, v)| v);
     let json_like = |f: &str| {
         let f = f.split(';').next().unwrap_or("").trim();
         matches!(
@@ -97,7 +90,7 @@ fn check_format(query: &str, headers: &HeaderMap) -> Result<(), FhirError> {
         )
     };
     if let Some(f) = format
-        && !json_like(&f)
+        && !json_like(f)
     {
         return Err(FhirError::new(
             406,
@@ -125,7 +118,10 @@ impl FromRequestParts<Arc<AppState>> for Ctx {
         state: &Arc<AppState>,
     ) -> Result<Self, Response> {
         let query = parts.uri.query().unwrap_or_default().to_string();
-        check_format(&query, &parts.headers).map_err(|e| error_response(&e))?;
+        let pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        check_format(&pairs, &parts.headers).map_err(|e| error_response(&e))?;
         let principal = authenticate(state, &parts.headers).await.map_err(|r| {
             error_response(&FhirError::new(
                 r.status.as_u16(),
@@ -181,6 +177,7 @@ impl FromRequestParts<Arc<AppState>> for Ctx {
             if_none_exist: header_str(&parts.headers, "if-none-exist")
                 .map(|s| s.trim_start_matches('?').to_string()),
             query,
+            pairs,
             content_type: header_str(&parts.headers, "content-type"),
             target,
         })
