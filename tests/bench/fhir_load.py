@@ -131,7 +131,8 @@ def main():
         if find_bindir() is None:
             print("[postgres] skipped: no PostgreSQL server programs found")
             return
-        with PostgresServer() as pg:
+        # Durable commits, as a production server makes them, like the SQLite store's.
+        with PostgresServer(durable=True) as pg:
             env = {"PASSERELLE_DATABASE_URL": pg.new_database(),
                    "PASSERELLE_KEY": base64.b64encode(os.urandom(32)).decode()}
             run("postgres", env, args)

@@ -1,7 +1,7 @@
 """A throwaway PostgreSQL server for the end-to-end tests.
 
 `PostgresServer` runs `initdb` in a temporary directory and starts `postgres` on 127.0.0.1 on a
-free port (fsync off, unix socket inside that directory), with password (SCRAM) authentication;
+free port (fsync off unless `durable`, unix socket inside that directory), with password (SCRAM) authentication;
 `stop()` stops it and removes the directory. The session fixture `postgres` starts one server for
 the whole test session; each test asks it for a fresh empty database:
 
@@ -22,6 +22,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.parse
@@ -78,8 +79,11 @@ def _free_port() -> int:
 class PostgresServer:
     """One throwaway PostgreSQL cluster on 127.0.0.1. Use `start()`/`stop()` or `with`."""
 
-    def __init__(self, bindir: Path | None = None):
+    def __init__(self, bindir: Path | None = None, durable: bool = False):
+        """`durable`: fsync and synchronous commits on, as in production (benchmarks); off by
+        default, which tests do not need and which makes them faster."""
         self.bindir = bindir or find_bindir()
+        self.durable = durable
         if self.bindir is None:
             raise RuntimeError("PostgreSQL server programs (initdb, postgres) not found")
         self.password = secrets.token_hex(16)
@@ -189,9 +193,11 @@ class PostgresServer:
                     "-p", str(self.port),
                     "-k", str(self.socket_dir),
                     "-c", "listen_addresses=127.0.0.1",
-                    "-c", "fsync=off",
-                    "-c", "synchronous_commit=off",
-                    "-c", "full_page_writes=off",
+                    *([] if self.durable else [
+                        "-c", "fsync=off",
+                        "-c", "synchronous_commit=off",
+                        "-c", "full_page_writes=off",
+                    ]),
                 ],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                 env=dict(os.environ, LC_ALL="C"),
@@ -296,3 +302,26 @@ def postgres():
         yield server
     finally:
         server.stop()
+
+
+def main(argv: list[str]) -> int:
+    """`python3 tests/e2e/postgres.py -- COMMAND...`: runs COMMAND with a throwaway server and
+    PASSERELLE_TEST_POSTGRES_URL set to its `postgres` database (the Rust store tests make a
+    database of their own there per test); exits with COMMAND's status. Without a server
+    installed, runs COMMAND without the variable, or fails when PASSERELLE_REQUIRE_POSTGRES=1."""
+    command = argv[1:] if argv[:1] == ["--"] else argv
+    if not command:
+        print("usage: postgres.py -- COMMAND [ARGS...]", file=sys.stderr)
+        return 2
+    bindir = find_bindir()
+    if bindir is None:
+        if os.environ.get("PASSERELLE_REQUIRE_POSTGRES") == "1":
+            print("PostgreSQL server not installed (required: PASSERELLE_REQUIRE_POSTGRES=1)", file=sys.stderr)
+            return 1
+        return subprocess.call(command)
+    with PostgresServer(bindir) as server:
+        return subprocess.call(command, env=dict(os.environ, PASSERELLE_TEST_POSTGRES_URL=server.url()))
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

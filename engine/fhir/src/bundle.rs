@@ -256,7 +256,7 @@ async fn get_entry(store: &Store, tx: Option<&mut WriteTx<'_>>, url: &str) -> Fh
     let page = match tx {
         Some(tx) => {
             let s = tx.store();
-            search::run(s, tx.connection(), &q).await?
+            search::run(s, tx.connection().await?, &q).await?
         }
         None => store.search(&q).await?,
     };

@@ -38,7 +38,7 @@ impl WriteTx<'_> {
     /// Resources of `t` matching `criteria`, as this transaction sees them.
     pub async fn matching(&mut self, t: &str, criteria: &str) -> FhirResult<Vec<Stored>> {
         let store = self.store();
-        search::matching(store, self.connection(), t, criteria).await
+        search::matching(store, self.connection().await?, t, criteria).await
     }
 
     /// `POST [type]`, with `If-None-Exist` when `condition` is given. `id` is the one to give
@@ -58,6 +58,8 @@ impl WriteTx<'_> {
             }
         }
         let id = id.unwrap_or_else(new_id);
+        // Server-made ids are new: no need to ask the database.
+        self.fresh(t, &id);
         let stored = self.put(t, &id, body, "POST", Expect::Any).await?;
         Ok(Written {
             stored,
@@ -87,7 +89,7 @@ impl WriteTx<'_> {
             }
             _ => {}
         }
-        let existed = self.current(t, id).await?.is_some_and(|s| !s.deleted());
+        let existed = self.head(t, id).await?.is_some_and(|h| !h.deleted);
         let stored = self.put(t, id, body, "PUT", expect).await?;
         Ok(Written {
             stored,

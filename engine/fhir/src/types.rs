@@ -54,10 +54,17 @@ pub fn check_id(id: &str) -> FhirResult<()> {
     }
 }
 
-/// A new server-assigned id: a random UUID (version 4) in its usual text form.
+/// A new server-assigned id: a UUID in its usual text form, version 7 (RFC 9562): the time in
+/// milliseconds first, then 74 random bits. Ids made close in time sort close together, so a
+/// transaction's new resources land on a few index pages instead of one page each (random
+/// version 4 ids made SQLite rewrite a page per row of every `(type, id)` index).
 pub fn new_id() -> String {
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
     let mut b: [u8; 16] = rand::random();
-    b[6] = (b[6] & 0x0f) | 0x40;
+    b[..6].copy_from_slice(&millis.to_be_bytes()[2..]);
+    b[6] = (b[6] & 0x0f) | 0x70;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
     format!(
@@ -164,6 +171,10 @@ mod tests {
         assert_eq!(id.len(), 36);
         assert!(is_valid_id(&id));
         assert_ne!(id, new_id());
+        assert_eq!(&id[14..15], "7", "version 7");
+        // Time-ordered: an id made a few milliseconds later sorts after.
+        std::thread::sleep(std::time::Duration::from_millis(3));
+        assert!(new_id() > id);
     }
 
     #[test]

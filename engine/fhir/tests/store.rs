@@ -1,5 +1,6 @@
-//! The store on SQLite (always) and PostgreSQL (when PASSERELLE_TEST_POSTGRES_URL names an
-//! empty database): the same checks on both.
+//! The store on SQLite (always) and PostgreSQL (when PASSERELLE_TEST_POSTGRES_URL names a
+//! server's database; each test makes a fresh database of its own there): the same checks on
+//! both. `.ci/run` starts a throwaway server for them (tests/e2e/postgres.py).
 
 use std::sync::Arc;
 
@@ -32,12 +33,33 @@ async fn stores() -> Vec<(tempfile::TempDir, Store)> {
     let url = format!("sqlite://{}", dir.path().join("fhir.db").display());
     let mut out = vec![(dir, Store::open(&url, Arc::new(Scramble)).await.unwrap())];
     if let Ok(pg) = std::env::var("PASSERELLE_TEST_POSTGRES_URL") {
+        let url = fresh_database(&pg).await;
         out.push((
             tempfile::tempdir().unwrap(),
-            Store::open(&pg, Arc::new(Scramble)).await.unwrap(),
+            Store::open(&url, Arc::new(Scramble)).await.unwrap(),
         ));
     }
     out
+}
+
+/// Creates an empty database on the server of `url` and returns its URL: tests running in
+/// parallel must not see each other's resources.
+async fn fresh_database(url: &str) -> String {
+    use sqlx::Connection;
+    sqlx::any::install_default_drivers();
+    let name = format!("store_test_{}", passerelle_fhir::types::new_id().replace('-', ""));
+    let mut conn = sqlx::AnyConnection::connect(url).await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let server = &base[..base.rfind('/').expect("a database URL has a path")];
+    match query {
+        Some(q) => format!("{server}/{name}?{q}"),
+        None => format!("{server}/{name}"),
+    }
 }
 
 fn pairs(q: &str) -> Vec<(String, String)> {

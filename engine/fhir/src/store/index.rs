@@ -4,6 +4,8 @@ use sqlx::AnyConnection;
 use sqlx::any::AnyArguments;
 use sqlx::query::Query;
 
+use super::Backend;
+use super::pending::{Key, PARAMS, placeholder, values_sql};
 use crate::extract::{IndexRow, IndexValue};
 
 const TABLES: [&str; 5] = [
@@ -14,22 +16,40 @@ const TABLES: [&str; 5] = [
     "search_number",
 ];
 
-pub async fn clear(conn: &mut AnyConnection, t: &str, id: &str) -> Result<(), sqlx::Error> {
-    for table in TABLES {
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DELETE FROM {table} WHERE type = $1 AND id = $2"
-        )))
-        .bind(t)
-        .bind(id)
-        .persistent(true)
-        .execute(&mut *conn)
-        .await?;
+/// Removes the index rows of these resources: one statement per table and type.
+pub async fn clear(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    keys: &[&Key],
+) -> Result<(), sqlx::Error> {
+    let mut by_type: Vec<(&str, Vec<&str>)> = Vec::new();
+    for (t, id) in keys {
+        match by_type.iter_mut().find(|(bt, _)| bt == t) {
+            Some((_, ids)) => ids.push(id),
+            None => by_type.push((t, vec![id])),
+        }
+    }
+    for (t, ids) in &by_type {
+        for chunk in ids.chunks(PARAMS - 1) {
+            let first = placeholder(backend, 1);
+            let list = (2..chunk.len() + 2)
+                .map(|n| placeholder(backend, n))
+                .collect::<Vec<_>>()
+                .join(", ");
+            for table in TABLES {
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DELETE FROM {table} WHERE type = {first} AND id IN ({list})"
+                )))
+                .bind(*t);
+                for id in chunk {
+                    q = q.bind(*id);
+                }
+                q.execute(&mut *conn).await?;
+            }
+        }
     }
     Ok(())
 }
-
-/// Rows per INSERT statement: few round trips, well under both backends' parameter limits.
-const CHUNK: usize = 64;
 
 type AnyQuery<'q> = Query<'q, sqlx::Any, AnyArguments>;
 
@@ -106,62 +126,36 @@ fn table_of(v: &IndexValue) -> &'static Table {
     }
 }
 
-fn insert_sql(table: &Table, rows: usize) -> String {
-    let width = 3 + table.columns.len();
-    let mut sql = format!(
-        "INSERT INTO {} (type, id, param, {}) VALUES ",
-        table.name,
-        table.columns.join(", ")
-    );
-    for r in 0..rows {
-        if r > 0 {
-            sql.push_str(", ");
-        }
-        sql.push('(');
-        for c in 0..width {
-            if c > 0 {
-                sql.push_str(", ");
-            }
-            sql.push_str(&format!("${}", r * width + c + 1));
-        }
-        sql.push(')');
-    }
-    sql
-}
-
+/// Writes index rows of any number of resources: one statement per table (per parameter
+/// budget).
 pub async fn insert(
     conn: &mut AnyConnection,
-    t: &str,
-    id: &str,
-    rows: &[IndexRow],
+    backend: Backend,
+    rows: &[(&Key, &IndexRow)],
 ) -> Result<(), sqlx::Error> {
     for table in [&STRING, &TOKEN, &REFERENCE, &DATE, &NUMBER] {
-        let mine: Vec<&IndexRow> = rows
+        let mine: Vec<&(&Key, &IndexRow)> = rows
             .iter()
-            .filter(|r| table_of(&r.value).name == table.name)
+            .filter(|(_, r)| table_of(&r.value).name == table.name)
             .collect();
-        for chunk in mine.chunks(CHUNK) {
-            let sql = insert_sql(table, chunk.len());
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for row in chunk {
-                q = (table.bind)(q.bind(t).bind(id).bind(row.param.as_str()), &row.value);
+        let width = 3 + table.columns.len();
+        let head = format!(
+            "INSERT INTO {} (type, id, param, {})",
+            table.name,
+            table.columns.join(", ")
+        );
+        for chunk in mine.chunks(PARAMS / width) {
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(values_sql(backend, &head, width, chunk.len())));
+            for (key, row) in chunk {
+                q = (table.bind)(
+                    q.bind(key.0.as_str())
+                        .bind(key.1.as_str())
+                        .bind(row.param.as_str()),
+                    &row.value,
+                );
             }
             q.execute(&mut *conn).await?;
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn multi_row_insert_numbers_parameters() {
-        assert_eq!(
-            insert_sql(&DATE, 2),
-            "INSERT INTO search_date (type, id, param, low, high) VALUES \
-             ($1, $2, $3, $4, $5), ($6, $7, $8, $9, $10)"
-        );
-    }
 }

@@ -6,7 +6,10 @@
 //! commit order: the change feed never sees number 8 before 7 is committed.
 
 mod index;
+mod pending;
 mod schema;
+
+pub use pending::Head;
 
 use std::sync::Arc;
 
@@ -18,6 +21,7 @@ use tokio::sync::{Mutex, OwnedMutexGuard, watch};
 use crate::datetime::{instant, now_micros};
 use crate::error::{FhirError, FhirResult};
 use crate::extract;
+use pending::{HistoryRow, Key, Pending};
 
 /// Encryption of payloads at rest. The engine gives its AES-256-GCM cipher; `aad` binds a
 /// sealed payload to its resource version so blobs cannot be swapped between rows.
@@ -296,6 +300,7 @@ impl Store {
             _guard: guard,
             next_seq: last + 1,
             now: now_micros(),
+            pending: Pending::default(),
         })
     }
 }
@@ -323,18 +328,32 @@ pub enum Expect {
 }
 
 /// An open write transaction: nothing is visible to others before `commit`, and dropping it
-/// without committing leaves nothing behind.
+/// without committing leaves nothing behind. Writes are buffered (see `pending`) and sent in
+/// bulk before anything reads the database and at commit.
 pub struct WriteTx<'s> {
     store: &'s Store,
     tx: Transaction<'static, sqlx::Any>,
     _guard: OwnedMutexGuard<()>,
     next_seq: i64,
     now: i64,
+    pending: Pending,
+}
+
+fn key(t: &str, id: &str) -> Key {
+    (t.to_string(), id.to_string())
 }
 
 impl<'s> WriteTx<'s> {
-    pub fn connection(&mut self) -> &mut sqlx::AnyConnection {
-        &mut self.tx
+    /// The transaction's connection, with every buffered write sent: for queries that must
+    /// see them (search, conditional matches).
+    pub async fn connection(&mut self) -> FhirResult<&mut sqlx::AnyConnection> {
+        self.flush().await?;
+        Ok(&mut self.tx)
+    }
+
+    async fn flush(&mut self) -> FhirResult<()> {
+        self.pending.flush(&mut self.tx, self.store.backend, self.now).await?;
+        Ok(())
     }
 
     /// The store, for as long as the transaction may live (not tied to this borrow).
@@ -343,6 +362,9 @@ impl<'s> WriteTx<'s> {
     }
 
     pub async fn current(&mut self, t: &str, id: &str) -> FhirResult<Option<Stored>> {
+        if self.pending.holds(&key(t, id)) {
+            self.flush().await?;
+        }
         let row = sqlx::query(CURRENT)
             .bind(t)
             .bind(id)
@@ -354,6 +376,33 @@ impl<'s> WriteTx<'s> {
     pub async fn read(&mut self, t: &str, id: &str) -> FhirResult<Stored> {
         let current = self.current(t, id).await?;
         live(current, t, id)
+    }
+
+    /// The version and deletion state of `t/id` as this transaction sees it, without reading
+    /// the payload; None when it never existed.
+    pub async fn head(&mut self, t: &str, id: &str) -> FhirResult<Option<Head>> {
+        let k = key(t, id);
+        if let Some(known) = self.pending.head(&k) {
+            return Ok(known);
+        }
+        let row: Option<(i64, i64)> =
+            sqlx::query_as("SELECT version, deleted FROM resources WHERE type = $1 AND id = $2")
+                .bind(t)
+                .bind(id)
+                .fetch_optional(&mut *self.tx)
+                .await?;
+        let head = row.map(|(version, deleted)| Head {
+            version,
+            deleted: deleted != 0,
+        });
+        self.pending.learn(k, head);
+        Ok(head)
+    }
+
+    /// Tells the transaction that `t/id` does not exist, sparing a lookup: for ids the server
+    /// has just made.
+    pub(crate) fn fresh(&mut self, t: &str, id: &str) {
+        self.pending.learn(key(t, id), None);
     }
 
     /// Writes a new version of `t/id` (the first one when it does not exist): sets `id` and
@@ -368,13 +417,7 @@ impl<'s> WriteTx<'s> {
     ) -> FhirResult<Stored> {
         crate::types::check_resource(&body, Some(t))?;
         crate::types::check_id(id)?;
-        let previous = sqlx::query_scalar::<_, i64>(
-            "SELECT version FROM resources WHERE type = $1 AND id = $2",
-        )
-        .bind(t)
-        .bind(id)
-        .fetch_optional(&mut *self.tx)
-        .await?;
+        let previous = self.head(t, id).await?.map(|h| h.version);
         if let Expect::Version(want) = expect
             && previous != Some(want)
         {
@@ -395,11 +438,7 @@ impl<'s> WriteTx<'s> {
         meta["lastUpdated"] = json!(instant(self.now));
         let plain = serde_json::to_vec(&body).expect("a JSON value always serialises");
         let payload = self.store.sealer.seal(&plain, &aad(t, id, version));
-        let seq = self.record(t, id, version, method, Some(payload)).await?;
-        if previous.is_some() {
-            index::clear(&mut self.tx, t, id).await?;
-        }
-        index::insert(&mut self.tx, t, id, &rows).await?;
+        let seq = self.record(t, id, version, method, Some(payload), rows);
         Ok(Stored {
             resource_type: t.to_string(),
             id: id.to_string(),
@@ -419,7 +458,7 @@ impl<'s> WriteTx<'s> {
         id: &str,
         expect: Expect,
     ) -> FhirResult<Option<Stored>> {
-        let Some(current) = self.current(t, id).await? else {
+        let Some(current) = self.head(t, id).await? else {
             return Ok(None);
         };
         if let Expect::Version(want) = expect
@@ -430,12 +469,11 @@ impl<'s> WriteTx<'s> {
                 current.version
             )));
         }
-        if current.deleted() {
+        if current.deleted {
             return Ok(None);
         }
         let version = current.version + 1;
-        let seq = self.record(t, id, version, "DELETE", None).await?;
-        index::clear(&mut self.tx, t, id).await?;
+        let seq = self.record(t, id, version, "DELETE", None, Vec::new());
         Ok(Some(Stored {
             resource_type: t.to_string(),
             id: id.to_string(),
@@ -447,49 +485,33 @@ impl<'s> WriteTx<'s> {
         }))
     }
 
-    async fn record(
+    fn record(
         &mut self,
         t: &str,
         id: &str,
         version: i64,
         method: &str,
         payload: Option<Vec<u8>>,
-    ) -> FhirResult<i64> {
+        rows: Vec<extract::IndexRow>,
+    ) -> i64 {
         let seq = self.next_seq;
         self.next_seq += 1;
-        let deleted = i64::from(payload.is_none());
-        sqlx::query(
-            "INSERT INTO history (seq, type, id, version, last_updated, method, payload) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(seq)
-        .bind(t)
-        .bind(id)
-        .bind(version)
-        .bind(self.now)
-        .bind(method)
-        .bind(payload)
-        .execute(&mut *self.tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO resources (type, id, version, seq, last_updated, deleted) \
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (type, id) DO UPDATE SET \
-             version = excluded.version, seq = excluded.seq, \
-             last_updated = excluded.last_updated, deleted = excluded.deleted",
-        )
-        .bind(t)
-        .bind(id)
-        .bind(version)
-        .bind(seq)
-        .bind(self.now)
-        .bind(deleted)
-        .execute(&mut *self.tx)
-        .await?;
-        Ok(seq)
+        self.pending.write(
+            HistoryRow {
+                seq,
+                key: key(t, id),
+                version,
+                method: method.to_string(),
+                payload,
+            },
+            rows,
+        );
+        seq
     }
 
     /// Makes every write of the transaction visible at once, and tells the change feed.
-    pub async fn commit(self) -> FhirResult<()> {
+    pub async fn commit(mut self) -> FhirResult<()> {
+        self.flush().await?;
         let last = self.next_seq - 1;
         self.tx.commit().await?;
         self.store.committed.send_if_modified(|v| {

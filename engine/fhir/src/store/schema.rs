@@ -81,16 +81,17 @@ fn spell(sql: &str, backend: Backend) -> String {
 
 /// Brings the schema to the latest version; each migration runs in its own transaction.
 pub async fn migrate(pool: &AnyPool, backend: Backend) -> Result<(), sqlx::Error> {
-    sqlx::raw_sql("CREATE TABLE IF NOT EXISTS fhir_schema (version BIGINT NOT NULL)")
-        .execute(pool)
-        .await?;
     let mut tx = pool.begin().await?;
     if backend == Backend::Postgres {
-        // Two servers starting together on one database: one migrates, the other waits.
+        // Two servers starting together on one database: one migrates, the other waits
+        // (even creating the version table concurrently fails on PostgreSQL).
         sqlx::query("SELECT pg_advisory_xact_lock(7305)")
             .execute(&mut *tx)
             .await?;
     }
+    sqlx::raw_sql("CREATE TABLE IF NOT EXISTS fhir_schema (version BIGINT NOT NULL)")
+        .execute(&mut *tx)
+        .await?;
     let current: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM fhir_schema")
         .fetch_one(&mut *tx)
         .await?;
