@@ -1,4 +1,5 @@
-//! `passerelle check`: validates the configuration file and every channel, printing each
+//! `passerelle check`: validates the configuration file, every channel and every mapping,
+//! printing each
 //! problem as `file:line:col: message`.
 
 use std::path::Path;
@@ -11,6 +12,7 @@ use crate::settings::CommonArgs;
 pub struct Report {
     pub problems: Vec<Diagnostic>,
     pub channels: usize,
+    pub mappings: usize,
     pub paused: Vec<(String, String)>,
 }
 
@@ -44,6 +46,12 @@ pub fn run(args: &CommonArgs) -> Report {
         },
         None => ConfigFile::default(),
     };
+    let (library, mapping_problems) = args.mapping_library(&file);
+    problems.extend(
+        mapping_problems
+            .into_iter()
+            .map(|p| Diagnostic::new(&p.file, p.line, p.column, p.message)),
+    );
     let mut loaded = load_dir(&args.channels_dir(&file));
     problems.append(&mut loaded.problems);
     let paused = loaded
@@ -54,6 +62,7 @@ pub fn run(args: &CommonArgs) -> Report {
     Report {
         problems,
         channels: loaded.channels.len(),
+        mappings: library.mappings().len(),
         paused,
     }
 }

@@ -22,6 +22,10 @@ pub struct ConfigFile {
     #[serde(default)]
     pub channels_dir: Option<PathBuf>,
     #[serde(default)]
+    pub mappings_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub conceptmaps_dir: Option<PathBuf>,
+    #[serde(default)]
     pub database: Option<String>,
     #[serde(default)]
     pub http: HttpSection,

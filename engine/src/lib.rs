@@ -8,6 +8,7 @@ pub mod config;
 pub mod crypto;
 pub mod diagnostic;
 pub mod journal;
+pub mod mappings;
 pub mod metrics;
 pub mod runtime;
 pub mod serve;

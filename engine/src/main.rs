@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use passerelle::settings::{CommonArgs, ListenArgs, resolve};
-use passerelle::{bench, check, journal, serve, token};
+use passerelle::{bench, check, journal, mappings, serve, token};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -28,10 +28,15 @@ enum Command {
         #[command(flatten)]
         listen: ListenArgs,
     },
-    /// Check the configuration and every channel; errors as file:line:col.
+    /// Check the configuration, every channel and every mapping; errors as file:line:col.
     Check {
         #[command(flatten)]
         common: CommonArgs,
+    },
+    /// Mapping tools: golden tests, and running a mapping on a message.
+    Mappings {
+        #[command(subcommand)]
+        action: mappings::MappingsAction,
     },
     /// API credentials.
     Token {
@@ -112,8 +117,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 eprintln!("{} problem(s)", report.problems.len());
                 return Ok(ExitCode::FAILURE);
             }
-            out(format_args!("ok: {} channel(s)", report.channels));
+            out(format_args!(
+                "ok: {} channel(s), {} mapping(s)",
+                report.channels, report.mappings
+            ));
         }
+        Command::Mappings { action } => return mappings::run(action),
         Command::Token {
             action:
                 TokenAction::Issue {

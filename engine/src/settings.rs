@@ -27,6 +27,12 @@ pub struct CommonArgs {
     /// Directory of channel files.
     #[arg(long, env = "PASSERELLE_CHANNELS")]
     pub channels: Option<PathBuf>,
+    /// Directory of mapping and datatype-map files (default: ./mappings).
+    #[arg(long, env = "PASSERELLE_MAPPINGS")]
+    pub mappings: Option<PathBuf>,
+    /// Directory of ConceptMaps, FHIR JSON or CSV (default: ./schemas/conceptmaps).
+    #[arg(long, env = "PASSERELLE_CONCEPTMAPS")]
+    pub conceptmaps: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args, Default)]
@@ -104,6 +110,31 @@ impl CommonArgs {
             Some(url) if is_postgres(&url) => url,
             _ => format!("sqlite://{}", data_dir.join(STORE_FILE).display()),
         }
+    }
+
+    pub fn mappings_dir(&self, file: &ConfigFile) -> PathBuf {
+        self.mappings
+            .clone()
+            .or_else(|| file.mappings_dir.clone())
+            .unwrap_or_else(|| PathBuf::from("mappings"))
+    }
+
+    pub fn conceptmaps_dir(&self, file: &ConfigFile) -> PathBuf {
+        self.conceptmaps
+            .clone()
+            .or_else(|| file.conceptmaps_dir.clone())
+            .unwrap_or_else(|| PathBuf::from("schemas/conceptmaps"))
+    }
+
+    /// The mapping library of the deployment, with every problem found loading it.
+    pub fn mapping_library(
+        &self,
+        file: &ConfigFile,
+    ) -> (
+        passerelle_mapping::Library,
+        Vec<passerelle_mapping::Problem>,
+    ) {
+        passerelle_mapping::Library::load(&self.mappings_dir(file), &self.conceptmaps_dir(file))
     }
 
     pub fn channels_dir(&self, file: &ConfigFile) -> PathBuf {

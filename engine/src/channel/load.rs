@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use marked_yaml::Spanned;
 use passerelle_hl7v2::{Charset, Path as FieldPath};
+use passerelle_mapping::compile::load_error_marker;
 
 use super::destination::{DestinationConfig, DestinationKind};
 use super::doc::*;
@@ -159,19 +160,6 @@ fn yaml_error(file: &Path, text: &str, error: marked_yaml::FromYamlError) -> Dia
                 None => Diagnostic::at_offset(file, text, 0, message),
             }
         }
-    }
-}
-
-fn load_error_marker(e: &marked_yaml::LoadError) -> Option<&marked_yaml::Marker> {
-    use marked_yaml::LoadError::*;
-    match e {
-        TopLevelMustBeMapping(m)
-        | TopLevelMustBeSequence(m)
-        | UnexpectedAnchor(m)
-        | MappingKeyMustBeScalar(m)
-        | UnexpectedTag(m)
-        | ScanError(m, _) => Some(m),
-        DuplicateKey(inner) => inner.key.span().start(),
     }
 }
 

@@ -1,0 +1,640 @@
+//! Mapping and datatype-map files (YAML) to plans. Every problem is reported with its
+//! `file:line:col`, all of them, not just the first.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use marked_yaml::types::{MarkedMappingNode, MarkedScalarNode};
+use marked_yaml::{Marker, Node};
+use serde_json::Value;
+
+use crate::conceptmap::ConceptMap;
+use crate::cond::Cond;
+use crate::convert::{Primitive, Zone};
+use crate::input::InputPath;
+use crate::plan::*;
+
+/// A problem in a file, at a line and column (1-based; 0 when it concerns the whole file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub file: PathBuf,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file.display(),
+            self.line,
+            self.column,
+            self.message
+        )
+    }
+}
+
+/// A parsed file before compilation: a mapping or a datatype map.
+pub struct Parsed {
+    pub file: Arc<PathBuf>,
+    pub root: MarkedMappingNode,
+    /// The text, to place errors inside quoted values.
+    pub text: Arc<str>,
+}
+
+impl Parsed {
+    pub fn is_datatype(&self) -> bool {
+        self.root.get_node("datatype").is_some()
+    }
+}
+
+pub fn parse_file(file: &Path, text: &str) -> Result<Parsed, Problem> {
+    match marked_yaml::parse_yaml(0, text) {
+        Ok(Node::Mapping(root)) => Ok(Parsed {
+            file: Arc::new(file.to_path_buf()),
+            root,
+            text: Arc::from(text),
+        }),
+        Ok(_) => Err(Problem {
+            file: file.to_path_buf(),
+            line: 1,
+            column: 1,
+            message: "a mapping file is a YAML mapping (`id:`, `resources:`...)".into(),
+        }),
+        Err(e) => {
+            let text = e.to_string();
+            // The loader's message starts with `line:col:` of its own marker.
+            let (line, column) = load_error_position(&e);
+            Err(Problem {
+                file: file.to_path_buf(),
+                line,
+                column,
+                message: format!("not valid YAML: {text}"),
+            })
+        }
+    }
+}
+
+/// Where the YAML loader found a problem. Shared with the channel loader.
+pub fn load_error_marker(e: &marked_yaml::LoadError) -> Option<&Marker> {
+    use marked_yaml::LoadError::*;
+    match e {
+        TopLevelMustBeMapping(m)
+        | TopLevelMustBeSequence(m)
+        | UnexpectedAnchor(m)
+        | MappingKeyMustBeScalar(m)
+        | UnexpectedTag(m)
+        | ScanError(m, _) => Some(m),
+        DuplicateKey(inner) => inner.key.span().start(),
+    }
+}
+
+fn load_error_position(e: &marked_yaml::LoadError) -> (usize, usize) {
+    load_error_marker(e).map_or((1, 1), |m| (m.line(), m.column()))
+}
+
+/// What compiling sees: the names it may resolve against.
+pub struct Names<'a> {
+    pub datatypes: &'a HashMap<String, usize>,
+    pub conceptmaps: &'a HashMap<String, ConceptMap>,
+}
+
+pub struct Compiler<'a> {
+    file: Arc<PathBuf>,
+    text: Arc<str>,
+    names: Names<'a>,
+    pub problems: Vec<Problem>,
+    /// Resource names of the mapping being compiled, for `ref:`.
+    resources: Vec<String>,
+}
+
+fn marker_of(node: &Node) -> Option<&Marker> {
+    node.span().start()
+}
+
+impl<'a> Compiler<'a> {
+    pub fn new(parsed: &Parsed, names: Names<'a>) -> Self {
+        Self {
+            file: parsed.file.clone(),
+            text: parsed.text.clone(),
+            names,
+            problems: Vec::new(),
+            resources: Vec::new(),
+        }
+    }
+
+    fn pos(&self, m: Option<&Marker>) -> Pos {
+        let (line, column) = m.map_or((1, 1), |m| (m.line(), m.column()));
+        Pos {
+            file: self.file.clone(),
+            line,
+            column,
+        }
+    }
+
+    fn problem(&mut self, m: Option<&Marker>, message: impl Into<String>) {
+        let p = self.pos(m);
+        self.problems.push(Problem {
+            file: (*p.file).clone(),
+            line: p.line,
+            column: p.column,
+            message: message.into(),
+        });
+    }
+
+    fn known_keys(&mut self, map: &MarkedMappingNode, allowed: &[&str], what: &str) {
+        for (k, _) in map.iter() {
+            if !allowed.contains(&k.as_str()) {
+                self.problem(
+                    k.span().start(),
+                    format!(
+                        "unknown key `{}` in {what} (allowed: {})",
+                        k.as_str(),
+                        allowed.join(", ")
+                    ),
+                );
+            }
+        }
+    }
+
+    fn scalar<'n>(&mut self, map: &'n MarkedMappingNode, key: &str) -> Option<&'n MarkedScalarNode> {
+        match map.get_node(key)? {
+            Node::Scalar(s) => Some(s),
+            other => {
+                self.problem(marker_of(other), format!("`{key}` takes a single value"));
+                None
+            }
+        }
+    }
+
+    fn required<'n>(
+        &mut self,
+        map: &'n MarkedMappingNode,
+        key: &str,
+        what: &str,
+    ) -> Option<&'n MarkedScalarNode> {
+        if map.get_node(key).is_none() {
+            self.problem(map.span().start(), format!("{what} needs `{key}:`"));
+            return None;
+        }
+        self.scalar(map, key)
+    }
+
+    fn path(&mut self, s: &MarkedScalarNode) -> Option<InputPath> {
+        match InputPath::parse(s.as_str()) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                self.problem(s.span().start(), e);
+                None
+            }
+        }
+    }
+
+    fn condition(&mut self, s: &MarkedScalarNode) -> Option<Cond> {
+        match Cond::parse(s.as_str()) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                // Point into the expression when it sits on one line as written (a quoted
+                // scalar starts at its quote).
+                let m = s.span().start().map(|m| {
+                    let quoted = self
+                        .text
+                        .chars()
+                        .nth(m.character())
+                        .is_some_and(|c| c == '"' || c == '\'');
+                    let shift = e.offset + usize::from(quoted);
+                    Marker::new(
+                        m.source(),
+                        m.character() + shift,
+                        m.line(),
+                        m.column() + shift,
+                    )
+                });
+                self.problem(m.as_ref(), format!("in the condition: {}", e.message));
+                None
+            }
+        }
+    }
+
+    /// A datatype-map file.
+    pub fn datatype(&mut self, parsed: &Parsed) -> Option<DatatypeMap> {
+        let root = &parsed.root;
+        self.known_keys(
+            root,
+            &["datatype", "description", "target", "fields", "value"],
+            "a datatype map",
+        );
+        let name = self.required(root, "datatype", "a datatype map")?.as_str().to_string();
+        let target = self
+            .required(root, "target", "a datatype map")
+            .map(|s| s.as_str().to_string())
+            .unwrap_or_default();
+        let pos = self.pos(root.span().start());
+        let body = match (root.get_node("fields"), root.get_node("value")) {
+            (Some(fields), None) => DatatypeBody::Fields(self.template(fields)),
+            (None, Some(value)) => DatatypeBody::Value(self.rules(value, false)),
+            _ => {
+                self.problem(
+                    root.span().start(),
+                    "a datatype map has either `fields:` (to an object) or `value:` (to a primitive)",
+                );
+                return None;
+            }
+        };
+        Some(DatatypeMap {
+            name,
+            target,
+            pos,
+            body,
+        })
+    }
+
+    /// A mapping file; `default_id` is the file name without extension.
+    pub fn mapping(&mut self, parsed: &Parsed, default_id: &str) -> Option<Mapping> {
+        let root = &parsed.root;
+        self.known_keys(
+            root,
+            &["id", "description", "messages", "timezone", "resources"],
+            "a mapping",
+        );
+        let id = self
+            .scalar(root, "id")
+            .map_or(default_id.to_string(), |s| s.as_str().to_string());
+        let description = self.scalar(root, "description").map(|s| s.as_str().to_string());
+        let mut triggers = Vec::new();
+        match root.get_node("messages") {
+            Some(Node::Sequence(items)) => {
+                for item in items.iter() {
+                    match item.as_scalar() {
+                        Some(s) => {
+                            let t = s.as_str();
+                            let (kind, event) = match t.split_once('^') {
+                                Some((k, e)) => (k, Some(e.to_string())),
+                                None => (t, None),
+                            };
+                            if kind.len() != 3 || !kind.bytes().all(|b| b.is_ascii_uppercase()) {
+                                self.problem(
+                                    s.span().start(),
+                                    format!("`{t}` is not a message type (ADT, ADT^A01)"),
+                                );
+                            }
+                            triggers.push(Trigger {
+                                message_type: kind.to_string(),
+                                event,
+                            });
+                        }
+                        None => self.problem(marker_of(item), "a message type is expected"),
+                    }
+                }
+            }
+            Some(other) => self.problem(marker_of(other), "`messages` is a list: [ADT^A01, ADT^A04]"),
+            None => self.problem(
+                root.span().start(),
+                "a mapping needs `messages:`, the message types it applies to",
+            ),
+        }
+        let zone = match self.scalar(root, "timezone") {
+            None => Zone::EuropeParis,
+            Some(s) => Zone::named(s.as_str()).unwrap_or_else(|| {
+                self.problem(
+                    s.span().start(),
+                    format!(
+                        "unknown time zone `{}` (Europe/Paris, UTC or an offset such as +01:00)",
+                        s.as_str()
+                    ),
+                );
+                Zone::EuropeParis
+            }),
+        };
+        let Some(Node::Sequence(items)) = root.get_node("resources") else {
+            self.problem(root.span().start(), "a mapping needs `resources:`, a list");
+            return None;
+        };
+        // Names first: a rule may refer to a resource declared after it.
+        self.resources = items
+            .iter()
+            .filter_map(|i| i.as_mapping()?.get_scalar("name").map(|s| s.as_str().to_string()))
+            .collect();
+        let mut seen: Vec<&str> = Vec::new();
+        for item in items.iter() {
+            if let Some(n) = item.as_mapping().and_then(|m| m.get_scalar("name")) {
+                if seen.contains(&n.as_str()) {
+                    self.problem(
+                        n.span().start(),
+                        format!("resource name `{}` is used twice", n.as_str()),
+                    );
+                }
+                seen.push(n.as_str());
+            }
+        }
+        let resources = items.iter().filter_map(|i| self.resource(i)).collect();
+        Some(Mapping {
+            id,
+            file: parsed.file.clone(),
+            description,
+            triggers,
+            zone,
+            resources,
+        })
+    }
+
+    fn resource(&mut self, node: &Node) -> Option<ResourcePlan> {
+        let Some(map) = node.as_mapping() else {
+            self.problem(marker_of(node), "a resource is a mapping (`name:`, `type:`, `fields:`)");
+            return None;
+        };
+        self.known_keys(
+            map,
+            &["name", "type", "for", "when", "key", "fields"],
+            "a resource",
+        );
+        let name = self.required(map, "name", "a resource")?.as_str().to_string();
+        let type_node = self.required(map, "type", "a resource")?;
+        let resource_type = type_node.as_str().to_string();
+        if !resource_type.starts_with(|c: char| c.is_ascii_uppercase())
+            || !resource_type.chars().all(|c| c.is_ascii_alphanumeric())
+        {
+            self.problem(
+                type_node.span().start(),
+                format!("`{resource_type}` is not a FHIR resource type"),
+            );
+        }
+        let for_each = self.scalar(map, "for").and_then(|s| self.path(s));
+        let when = self.scalar(map, "when").and_then(|s| self.condition(s));
+        let key = match map.get_node("key") {
+            None => None,
+            Some(Node::Mapping(k)) if k.len() == 1 => {
+                let (param, rule) = k.iter().next().expect("one");
+                self.rules(rule, false)
+                    .into_iter()
+                    .next()
+                    .map(|r| (param.as_str().to_string(), r))
+            }
+            Some(other) => {
+                self.problem(
+                    marker_of(other),
+                    "`key` names one search parameter and its rule: `key: { identifier: ... }`",
+                );
+                None
+            }
+        };
+        let template = match map.get_node("fields") {
+            Some(f) => self.template(f),
+            None => {
+                self.problem(map.span().start(), "a resource needs `fields:`");
+                Template::default()
+            }
+        };
+        Some(ResourcePlan {
+            name,
+            resource_type,
+            pos: self.pos(map.span().start()),
+            for_each,
+            when,
+            key,
+            template,
+        })
+    }
+
+    fn template(&mut self, node: &Node) -> Template {
+        let Some(map) = node.as_mapping() else {
+            self.problem(
+                marker_of(node),
+                "`fields` is a mapping of FHIR element paths to rules",
+            );
+            return Template::default();
+        };
+        let mut assigns = Vec::new();
+        for (key, value) in map.iter() {
+            let Some(target) = self.target(key) else {
+                continue;
+            };
+            let append = target.last().is_some_and(|s| s.append);
+            let rules = self.rules(value, append);
+            if !append
+                && let Some(multi) = rules.iter().find_map(|r| match &r.source {
+                    Source::Path(p) if p.is_multi() => Some(p.text.clone()),
+                    _ => None,
+                })
+            {
+                self.problem(
+                    key.span().start(),
+                    format!(
+                        "`{multi}` selects several values but `{}` takes one: write `{}[]` to \
+                         keep them all, or pick one (`[1]`)",
+                        key.as_str(),
+                        key.as_str()
+                    ),
+                );
+            }
+            assigns.push(Assign { target, rules });
+        }
+        Template { assigns }
+    }
+
+    fn target(&mut self, key: &MarkedScalarNode) -> Option<Vec<Step>> {
+        let text = key.as_str();
+        let parts: Vec<&str> = text.split('.').collect();
+        let mut steps = Vec::new();
+        for (i, part) in parts.iter().enumerate() {
+            let (name, append) = match part.strip_suffix("[]") {
+                Some(n) => (n, true),
+                None => (*part, false),
+            };
+            let valid = !name.is_empty()
+                && name.starts_with(|c: char| c.is_ascii_lowercase())
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !valid || (append && i + 1 != parts.len()) {
+                self.problem(
+                    key.span().start(),
+                    format!(
+                        "`{text}` is not a FHIR element path (`birthDate`, `maritalStatus.coding[]`; \
+                         `[]` only on the last element)"
+                    ),
+                );
+                return None;
+            }
+            steps.push(Step {
+                name: name.to_string(),
+                append,
+            });
+        }
+        Some(steps)
+    }
+
+    /// A rule, or a list of rules.
+    fn rules(&mut self, node: &Node, _append: bool) -> Vec<Rule> {
+        match node {
+            Node::Sequence(items) => items.iter().filter_map(|i| self.rule(i)).collect(),
+            other => self.rule(other).into_iter().collect(),
+        }
+    }
+
+    fn rule(&mut self, node: &Node) -> Option<Rule> {
+        let pos = self.pos(marker_of(node));
+        match node {
+            Node::Scalar(s) => {
+                let path = self.path(s)?;
+                Some(Rule {
+                    pos,
+                    source: Source::Path(path),
+                    when: None,
+                    filter: None,
+                    func: None,
+                    lookup: None,
+                    produce: Produce::Primitive(Primitive::String),
+                })
+            }
+            Node::Sequence(_) => {
+                self.problem(marker_of(node), "a list of rules cannot be nested in a list");
+                None
+            }
+            Node::Mapping(map) => {
+                self.known_keys(
+                    map,
+                    &[
+                        "from", "value", "as", "lookup", "unmapped", "fn", "when", "where",
+                        "fields", "ref",
+                    ],
+                    "a rule",
+                );
+                let source = match (map.get_node("from"), map.get_node("value")) {
+                    (Some(_), Some(_)) => {
+                        self.problem(map.span().start(), "a rule has `from:` or `value:`, not both");
+                        return None;
+                    }
+                    (Some(_), None) => Source::Path(self.scalar(map, "from").and_then(|s| self.path(s))?),
+                    (None, Some(v)) => Source::Constant(self.constant(v)?),
+                    (None, None) => Source::Here,
+                };
+                let when = self.scalar(map, "when").and_then(|s| self.condition(s));
+                let filter = self.scalar(map, "where").and_then(|s| self.condition(s));
+                if filter.is_some() && !matches!(source, Source::Path(_)) {
+                    self.problem(map.span().start(), "`where` filters the values of `from:`");
+                }
+                let func = match self.scalar(map, "fn") {
+                    None => None,
+                    Some(s) => match Func::named(s.as_str()) {
+                        Some(f) => Some(f),
+                        None => {
+                            let known: Vec<&str> = Func::ALL.iter().map(|(n, _)| *n).collect();
+                            self.problem(
+                                s.span().start(),
+                                format!("unknown function `{}` (known: {})", s.as_str(), known.join(", ")),
+                            );
+                            return None;
+                        }
+                    },
+                };
+                let lookup = match self.scalar(map, "lookup") {
+                    None => None,
+                    Some(s) => {
+                        if !self.names.conceptmaps.contains_key(s.as_str()) {
+                            let mut known: Vec<&String> = self.names.conceptmaps.keys().collect();
+                            known.sort();
+                            self.problem(
+                                s.span().start(),
+                                format!(
+                                    "unknown ConceptMap `{}` (loaded: {})",
+                                    s.as_str(),
+                                    known.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ")
+                                ),
+                            );
+                            return None;
+                        }
+                        let unmapped = match self.scalar(map, "unmapped").map(|u| (u.as_str(), u)) {
+                            None | Some(("keep", _)) => Unmapped::Keep,
+                            Some(("drop", _)) => Unmapped::Drop,
+                            Some(("error", _)) => Unmapped::Error,
+                            Some((other, _)) => Unmapped::Default(other.to_string()),
+                        };
+                        Some(Lookup {
+                            map: s.as_str().to_string(),
+                            unmapped,
+                        })
+                    }
+                };
+                if lookup.is_none() && map.get_node("unmapped").is_some() {
+                    self.problem(map.span().start(), "`unmapped` goes with `lookup`");
+                }
+                let produce = match (map.get_node("as"), map.get_node("fields"), map.get_node("ref")) {
+                    (None, None, None) if matches!(source, Source::Constant(_)) => Produce::Constant,
+                    (None, None, None) => Produce::Primitive(Primitive::String),
+                    (Some(_), None, None) => {
+                        let s = self.scalar(map, "as")?;
+                        let name = s.as_str();
+                        if let Some(p) = Primitive::named(name) {
+                            Produce::Primitive(p)
+                        } else if let Some(&i) = self.names.datatypes.get(name) {
+                            Produce::Datatype(i)
+                        } else {
+                            let mut known: Vec<&String> = self.names.datatypes.keys().collect();
+                            known.sort();
+                            self.problem(
+                                s.span().start(),
+                                format!(
+                                    "unknown type `{name}`: a FHIR primitive (string, code, date, \
+                                     dateTime, decimal...) or a datatype map ({})",
+                                    known.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ")
+                                ),
+                            );
+                            return None;
+                        }
+                    }
+                    (None, Some(f), None) => Produce::Fields(self.template(f)),
+                    (None, None, Some(_)) => {
+                        let s = self.scalar(map, "ref")?;
+                        if !self.resources.iter().any(|r| r == s.as_str()) {
+                            self.problem(
+                                s.span().start(),
+                                format!(
+                                    "`ref: {}` names no resource of this mapping (names: {})",
+                                    s.as_str(),
+                                    self.resources.join(", ")
+                                ),
+                            );
+                            return None;
+                        }
+                        Produce::Ref(s.as_str().to_string())
+                    }
+                    _ => {
+                        self.problem(map.span().start(), "a rule has one of `as:`, `fields:` or `ref:`");
+                        return None;
+                    }
+                };
+                if matches!(source, Source::Constant(_))
+                    && !matches!(produce, Produce::Constant | Produce::Primitive(_))
+                {
+                    self.problem(
+                        map.span().start(),
+                        "a `value:` rule is a constant: it may have `as:` a primitive (boolean, \
+                         integer...), not `fields` or `ref` or a datatype map",
+                    );
+                    return None;
+                }
+                Some(Rule {
+                    pos,
+                    source,
+                    when,
+                    filter,
+                    func,
+                    lookup,
+                    produce,
+                })
+            }
+        }
+    }
+
+    fn constant(&mut self, node: &Node) -> Option<Value> {
+        match node {
+            Node::Scalar(s) => Some(Value::String(s.as_str().to_string())),
+            other => {
+                self.problem(marker_of(other), "`value` is a single text value");
+                None
+            }
+        }
+    }
+}

@@ -1,0 +1,509 @@
+//! Running a compiled mapping on a message: the resources it declares, as a FHIR transaction
+//! Bundle, and the trace of which rule produced which element.
+
+use std::collections::HashMap;
+
+use passerelle_hl7v2::Message;
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::conceptmap::ConceptMap;
+use crate::convert::{Zone, convert};
+use crate::input::{Node, Scope};
+use crate::plan::*;
+
+/// One line of the trace: an element of an output resource, the rule that produced it and
+/// the input it read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceLine {
+    /// `Patient[0].name[1]`: the resource (by name and instance) and the element.
+    pub element: String,
+    /// `file:line:col` of the rule.
+    pub rule: String,
+    /// The input path, or `value` for a constant.
+    pub input: String,
+}
+
+/// A failure while running a mapping: the rule (file and line) and the input path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunError {
+    pub rule: String,
+    pub input: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for RunError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {} (input {})", self.rule, self.message, self.input)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Output {
+    pub bundle: Value,
+    pub trace: Vec<TraceLine>,
+}
+
+pub(crate) struct Env<'l> {
+    pub datatypes: &'l [DatatypeMap],
+    pub conceptmaps: &'l HashMap<String, ConceptMap>,
+}
+
+/// Instances of each resource the message produces: name -> (fullUrl, scope) per instance.
+type Instances<'a> = HashMap<String, Vec<(String, Scope<'a>)>>;
+
+struct Run<'l, 'a> {
+    env: &'l Env<'l>,
+    zone: Zone,
+    instances: Instances<'a>,
+    /// The resource being built, and its instance: `ref:` to a resource produced by the
+    /// same loop picks the same instance.
+    current: (String, usize, Option<String>),
+    loops: HashMap<String, Option<String>>,
+    trace: Vec<TraceLine>,
+    depth: usize,
+}
+
+/// A stable `urn:uuid:` for a produced resource: the same message gives the same ids, so
+/// golden files diff cleanly and a retransmission builds the same Bundle.
+fn full_url(mapping: &str, message: &Message<'_>, name: &str, index: usize) -> String {
+    let msh = message.msh();
+    let field = |n: usize| msh.field(n).map(|f| f.raw().to_string()).unwrap_or_default();
+    let mut h = Sha256::new();
+    for part in [
+        mapping,
+        &field(3),
+        &field(4),
+        &field(7),
+        &field(10),
+        name,
+        &index.to_string(),
+    ] {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
+    let mut b: [u8; 16] = h.finalize()[..16].try_into().expect("16 bytes");
+    // A name-based UUID (version 8, RFC 9562 variant).
+    b[6] = (b[6] & 0x0f) | 0x80;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let x: String = b.iter().map(|v| format!("{v:02x}")).collect();
+    format!(
+        "urn:uuid:{}-{}-{}-{}-{}",
+        &x[0..8],
+        &x[8..12],
+        &x[12..16],
+        &x[16..20],
+        &x[20..32]
+    )
+}
+
+pub(crate) fn run(env: &Env<'_>, mapping: &Mapping, message: &Message<'_>) -> Result<Output, RunError> {
+    let root = Scope::message(message);
+    // Which instances exist, first: a reference may point to a resource declared later.
+    let mut instances: Instances<'_> = HashMap::new();
+    let mut loops = HashMap::new();
+    for r in &mapping.resources {
+        loops.insert(r.name.clone(), r.for_each.as_ref().map(|p| p.text.clone()));
+        let scopes: Vec<Scope<'_>> = match &r.for_each {
+            None => vec![root],
+            Some(path) => root
+                .select(path)
+                .into_iter()
+                .filter(|n| !n.is_empty())
+                .map(|n| match n {
+                    Node::Segment(s) => Scope {
+                        group: root.group_of(&s),
+                        ..root.with_node(n)
+                    },
+                    other => root.with_node(other),
+                })
+                .collect(),
+        };
+        let kept: Vec<(String, Scope<'_>)> = scopes
+            .into_iter()
+            .filter(|s| r.when.as_ref().is_none_or(|c| c.holds(s)))
+            .enumerate()
+            .map(|(i, s)| (full_url(&mapping.id, message, &r.name, i), s))
+            .collect();
+        instances.insert(r.name.clone(), kept);
+    }
+    let mut run = Run {
+        env,
+        zone: mapping.zone,
+        instances,
+        current: (String::new(), 0, None),
+        loops,
+        trace: Vec::new(),
+        depth: 0,
+    };
+    let mut entries = Vec::new();
+    for r in &mapping.resources {
+        let list = run.instances[&r.name].clone();
+        for (i, (url, scope)) in list.into_iter().enumerate() {
+            run.current = (r.name.clone(), i, run.loops[&r.name].clone());
+            let element = format!("{}[{i}]", r.name);
+            let mut body = Map::new();
+            body.insert("resourceType".into(), Value::String(r.resource_type.clone()));
+            run.template(&r.template, &scope, &mut body, &element)?;
+            let body = prune(Value::Object(body)).unwrap_or_else(|| json!({}));
+            let request = match &r.key {
+                Some((param, rule)) => match run.values(rule, &scope, &format!("{element}.key"), None)?.first() {
+                    Some(v) => json!({
+                        "method": "PUT",
+                        "url": format!("{}?{param}={}", r.resource_type, encode(&token(v)))
+                    }),
+                    None => json!({ "method": "POST", "url": r.resource_type }),
+                },
+                None => json!({ "method": "POST", "url": r.resource_type }),
+            };
+            entries.push(json!({ "fullUrl": url, "resource": body, "request": request }));
+        }
+    }
+    Ok(Output {
+        bundle: json!({ "resourceType": "Bundle", "type": "transaction", "entry": entries }),
+        trace: run.trace,
+    })
+}
+
+/// A key value as a search token: `system|value` for an Identifier, the text otherwise.
+fn token(v: &Value) -> String {
+    match v {
+        Value::Object(o) => {
+            let value = o.get("value").and_then(Value::as_str).unwrap_or("");
+            match o.get("system").and_then(Value::as_str) {
+                Some(system) => format!("{system}|{value}"),
+                None => value.to_string(),
+            }
+        }
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Percent-encodes a search value for a request URL (the store decodes it).
+fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~:|/".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Drops what FHIR does not allow: empty strings, objects and arrays, nulls.
+fn prune(v: Value) -> Option<Value> {
+    match v {
+        Value::Null => None,
+        Value::String(s) if s.is_empty() => None,
+        Value::Array(items) => {
+            let kept: Vec<Value> = items.into_iter().filter_map(prune).collect();
+            (!kept.is_empty()).then_some(Value::Array(kept))
+        }
+        Value::Object(map) => {
+            let kept: Map<String, Value> = map
+                .into_iter()
+                .filter_map(|(k, v)| prune(v).map(|v| (k, v)))
+                .collect();
+            (!kept.is_empty()).then_some(Value::Object(kept))
+        }
+        other => Some(other),
+    }
+}
+
+/// Datatype maps may use one another; a map that ends up using itself stops here.
+const MAX_DEPTH: usize = 16;
+
+impl<'a> Run<'_, 'a> {
+    fn template(
+        &mut self,
+        t: &Template,
+        scope: &Scope<'a>,
+        out: &mut Map<String, Value>,
+        element: &str,
+    ) -> Result<(), RunError> {
+        for assign in &t.assigns {
+            let path: Vec<&str> = assign.target.iter().map(|s| s.name.as_str()).collect();
+            let here = format!("{element}.{}", path.join("."));
+            let append = assign.target.last().is_some_and(|s| s.append);
+            let mut values = Vec::new();
+            for rule in &assign.rules {
+                // Elements of an array are traced with their index in it.
+                let first = append.then(|| {
+                    values.len()
+                        + out_len(out, &assign.target)
+                });
+                let produced = self.values(rule, scope, &here, first)?;
+                if !produced.is_empty() {
+                    values.extend(produced);
+                    if !append {
+                        break;
+                    }
+                }
+            }
+            if values.is_empty() {
+                continue;
+            }
+            place(out, &assign.target, values);
+        }
+        Ok(())
+    }
+
+    /// The values a rule produces in a scope.
+    fn values(
+        &mut self,
+        rule: &Rule,
+        scope: &Scope<'a>,
+        element: &str,
+        first: Option<usize>,
+    ) -> Result<Vec<Value>, RunError> {
+        let mut out = Vec::new();
+        let at = |n: usize| match first {
+            Some(f) => format!("{element}[{}]", f + n),
+            None => element.to_string(),
+        };
+        match &rule.source {
+            Source::Constant(c) => {
+                if rule.when.as_ref().is_none_or(|w| w.holds(scope)) {
+                    let v = match (&rule.produce, c) {
+                        (Produce::Primitive(p), Value::String(text)) => convert(text, *p, self.zone)
+                            .map_err(|m| self.error(rule, "value", m))?,
+                        _ => c.clone(),
+                    };
+                    self.traced(&at(0), rule, "value");
+                    out.push(v);
+                }
+            }
+            Source::Here => {
+                if rule.when.as_ref().is_none_or(|w| w.holds(scope)) {
+                    out.extend(self.produce(rule, scope, &at(0), "(this value)")?);
+                }
+            }
+            Source::Path(path) => {
+                if rule.when.as_ref().is_some_and(|w| !w.holds(scope)) {
+                    return Ok(out);
+                }
+                for node in scope.select(path) {
+                    if node.is_empty() {
+                        continue;
+                    }
+                    let inner = match node {
+                        Node::Segment(s) => Scope {
+                            group: scope.group_of(&s),
+                            ..scope.with_node(node)
+                        },
+                        n => scope.with_node(n),
+                    };
+                    if rule.filter.as_ref().is_some_and(|w| !w.holds(&inner)) {
+                        continue;
+                    }
+                    let here = at(out.len());
+                    out.extend(self.produce(rule, &inner, &here, &path.text)?);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn produce(
+        &mut self,
+        rule: &Rule,
+        scope: &Scope<'a>,
+        element: &str,
+        input: &str,
+    ) -> Result<Vec<Value>, RunError> {
+        match &rule.produce {
+            Produce::Primitive(p) => {
+                let Some(text) = self.text(rule, scope, input)? else {
+                    return Ok(vec![]);
+                };
+                let v = convert(&text, *p, self.zone).map_err(|m| self.error(rule, input, m))?;
+                self.traced(element, rule, input);
+                Ok(vec![v])
+            }
+            Produce::Constant => Ok(vec![]),
+            Produce::Fields(t) => {
+                let mut obj = Map::new();
+                self.template(t, scope, &mut obj, element)?;
+                Ok(prune(Value::Object(obj)).into_iter().collect())
+            }
+            Produce::Datatype(i) => {
+                if self.depth >= MAX_DEPTH {
+                    return Err(self.error(rule, input, "datatype maps nest too deep (a map uses itself?)".into()));
+                }
+                let map = &self.env.datatypes[*i];
+                self.depth += 1;
+                let result = match &map.body {
+                    DatatypeBody::Fields(t) => {
+                        let mut obj = Map::new();
+                        self.template(t, scope, &mut obj, element)
+                            .map(|_| prune(Value::Object(obj)).into_iter().collect())
+                    }
+                    DatatypeBody::Value(rules) => {
+                        let mut found = Ok(vec![]);
+                        for r in rules {
+                            match self.values(r, scope, element, None) {
+                                Ok(v) if v.is_empty() => continue,
+                                Ok(v) => {
+                                    found = Ok(v.into_iter().take(1).collect());
+                                    break;
+                                }
+                                Err(e) => {
+                                    found = Err(e);
+                                    break;
+                                }
+                            }
+                        }
+                        found
+                    }
+                };
+                self.depth -= 1;
+                result
+            }
+            Produce::Ref(name) => {
+                let list = &self.instances[name];
+                let same_loop = self.loops[name].is_some() && self.loops[name] == self.current.2;
+                let urls: Vec<String> = if same_loop {
+                    list.get(self.current.1).map(|(u, _)| u.clone()).into_iter().collect()
+                } else {
+                    list.iter().map(|(u, _)| u.clone()).collect()
+                };
+                if !urls.is_empty() {
+                    self.traced(element, rule, &format!("ref {name}"));
+                }
+                Ok(urls.into_iter().map(|u| json!({ "reference": u })).collect())
+            }
+        }
+    }
+
+    /// The text of the value in hand, through the rule's function and lookup; None when
+    /// there is nothing to produce.
+    fn text(&self, rule: &Rule, scope: &Scope<'a>, input: &str) -> Result<Option<String>, RunError> {
+        let Some(node) = scope.node else {
+            return Ok(None);
+        };
+        let mut text = match rule.func {
+            Some(Func::HdUri) => hd_uri(&node),
+            Some(f) => {
+                let t = node.text();
+                match f {
+                    Func::Upper => t.to_uppercase(),
+                    Func::Lower => t.to_lowercase(),
+                    Func::Trim => t.trim().to_string(),
+                    Func::BareOid => t.strip_prefix("urn:oid:").unwrap_or(&t).to_string(),
+                    Func::HdUri => unreachable!(),
+                }
+            }
+            None => node.text().into_owned(),
+        };
+        if text.is_empty() {
+            return Ok(None);
+        }
+        if let Some(lookup) = &rule.lookup {
+            let map = &self.env.conceptmaps[&lookup.map];
+            match map.lookup(&text) {
+                Some(t) => text = t.code.clone(),
+                None => match &lookup.unmapped {
+                    Unmapped::Keep => {}
+                    Unmapped::Drop => return Ok(None),
+                    Unmapped::Default(d) => text = d.clone(),
+                    Unmapped::Error => {
+                        return Err(self.error(
+                            rule,
+                            input,
+                            format!("code `{text}` is not in ConceptMap `{}`", lookup.map),
+                        ));
+                    }
+                },
+            }
+        }
+        Ok(Some(text))
+    }
+
+    fn traced(&mut self, element: &str, rule: &Rule, input: &str) {
+        self.trace.push(TraceLine {
+            element: element.to_string(),
+            rule: rule.pos.to_string(),
+            input: input.to_string(),
+        });
+    }
+
+    fn error(&self, rule: &Rule, input: &str, message: String) -> RunError {
+        RunError {
+            rule: rule.pos.to_string(),
+            input: input.to_string(),
+            message,
+        }
+    }
+}
+
+/// How many elements the array at a target path has already.
+fn out_len(out: &Map<String, Value>, target: &[Step]) -> usize {
+    let mut v = out;
+    let Some((last, parents)) = target.split_last() else {
+        return 0;
+    };
+    for step in parents {
+        match v.get(&step.name).and_then(Value::as_object) {
+            Some(o) => v = o,
+            None => return 0,
+        }
+    }
+    v.get(&last.name)
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len)
+}
+
+/// Puts values at a target path of an object, creating the objects on the way: all of them
+/// appended for `name[]`, else the first (two rules may fill parts of one object, as
+/// `code.coding[]` and `code.text` do).
+fn place(out: &mut Map<String, Value>, target: &[Step], values: Vec<Value>) {
+    let Some((last, parents)) = target.split_last() else {
+        return;
+    };
+    let mut obj = out;
+    for step in parents {
+        let v = obj
+            .entry(step.name.clone())
+            .or_insert_with(|| Value::Object(Map::new()));
+        if !v.is_object() {
+            *v = Value::Object(Map::new());
+        }
+        obj = v.as_object_mut().expect("made an object");
+    }
+    if last.append {
+        let list = obj
+            .entry(last.name.clone())
+            .or_insert_with(|| Value::Array(Vec::new()));
+        if let Value::Array(items) = list {
+            items.extend(values);
+        }
+        return;
+    }
+    let Some(first) = values.into_iter().next() else {
+        return;
+    };
+    match (obj.get_mut(&last.name), first) {
+        (Some(Value::Object(existing)), Value::Object(more)) => existing.extend(more),
+        (_, v) => {
+            obj.insert(last.name.clone(), v);
+        }
+    }
+}
+
+/// An HD (assigning authority, facility) as a URI.
+fn hd_uri(node: &Node<'_>) -> String {
+    let part = |n: usize| node.child(n).map(|c| c.text().into_owned()).unwrap_or_default();
+    let (namespace, universal, kind) = (part(1), part(2), part(3));
+    let is_oid = |s: &str| !s.is_empty() && s.split('.').all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    match kind.as_str() {
+        "ISO" if is_oid(&universal) => format!("urn:oid:{universal}"),
+        "URI" | "URL" if !universal.is_empty() => universal,
+        "UUID" if !universal.is_empty() => format!("urn:uuid:{}", universal.to_lowercase()),
+        _ if is_oid(&universal) => format!("urn:oid:{universal}"),
+        _ if is_oid(&namespace) => format!("urn:oid:{namespace}"),
+        _ => String::new(),
+    }
+}

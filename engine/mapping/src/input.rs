@@ -1,0 +1,302 @@
+//! Paths into an HL7 v2 message, and the values they select.
+//!
+//! Absolute paths name a segment: `PID-5`, `PID-3[*]`, `OBX[*]-5.1`, `PID-11[2].4`.
+//! Relative paths start with a dot and go down from the value in hand: in a map applied to
+//! `PID-3[*]` (a CX), `.4` is its fourth component; in a map applied to a component (CX.4, an
+//! HD), `.2` is the second subcomponent. That is how datatype maps nest.
+//!
+//! Inside a loop over segments (`for: OBR[*]`) a path naming a segment that occurs in the
+//! loop's group (the looped segment and those after it up to the next one of its kind) is
+//! read in that group: `OBX[*]-5` under `for: OBR[*]` gives the results of that order only.
+
+use std::borrow::Cow;
+
+use passerelle_hl7v2::{Component, Field, Message, Repetition, Segment, Subcomponent};
+
+/// Which repetitions (or segment occurrences) a step selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pick {
+    Nth(usize),
+    All,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputPath {
+    /// The text as written, for traces and errors.
+    pub text: String,
+    /// None for a relative path.
+    pub segment: Option<(String, Pick)>,
+    /// Field number and repetitions (absolute paths only).
+    pub field: Option<(usize, Pick)>,
+    /// Components, then subcomponents, going down.
+    pub down: Vec<usize>,
+}
+
+impl InputPath {
+    /// Whether the path can select more than one value.
+    pub fn is_multi(&self) -> bool {
+        matches!(self.segment, Some((_, Pick::All))) || matches!(self.field, Some((_, Pick::All)))
+    }
+
+    pub fn parse(text: &str) -> Result<InputPath, String> {
+        let t = text.trim();
+        let bytes = t.as_bytes();
+        let mut pos = 0;
+        let number = |pos: &mut usize, what: &str| -> Result<usize, String> {
+            let start = *pos;
+            while *pos < bytes.len() && bytes[*pos].is_ascii_digit() {
+                *pos += 1;
+            }
+            match t[start..*pos].parse::<usize>() {
+                Ok(n) if n > 0 => Ok(n),
+                _ => Err(format!("expected a {what} number (from 1) at `{}`", &t[start..])),
+            }
+        };
+        let pick = |pos: &mut usize, what: &str| -> Result<Pick, String> {
+            if bytes.get(*pos) != Some(&b'[') {
+                return Ok(Pick::Nth(1));
+            }
+            *pos += 1;
+            let p = if bytes.get(*pos) == Some(&b'*') {
+                *pos += 1;
+                Pick::All
+            } else {
+                Pick::Nth(number(pos, what)?)
+            };
+            if bytes.get(*pos) != Some(&b']') {
+                return Err(format!("`]` expected in `{t}`"));
+            }
+            *pos += 1;
+            Ok(p)
+        };
+        let mut path = InputPath {
+            text: t.to_string(),
+            segment: None,
+            field: None,
+            down: Vec::new(),
+        };
+        if !t.starts_with('.') {
+            let id = t.get(..3).unwrap_or(t);
+            if id.len() != 3
+                || !id
+                    .bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+            {
+                return Err(format!(
+                    "`{t}` is not a path: it starts with a segment id (PID-5, OBX[*]-5) or a \
+                     dot for a part of the value in hand (.1, .4.2)"
+                ));
+            }
+            pos = 3;
+            let occurrence = pick(&mut pos, "segment occurrence")?;
+            path.segment = Some((id.to_string(), occurrence));
+            if bytes.get(pos) != Some(&b'-') {
+                return Err(format!(
+                    "`{t}`: a field number is expected after the segment (e.g. {id}-3)"
+                ));
+            }
+            pos += 1;
+            let field = number(&mut pos, "field")?;
+            let reps = pick(&mut pos, "repetition")?;
+            path.field = Some((field, reps));
+        }
+        while pos < bytes.len() {
+            if bytes[pos] != b'.' {
+                return Err(format!("unexpected `{}` in `{t}`", &t[pos..]));
+            }
+            pos += 1;
+            path.down.push(number(&mut pos, "component")?);
+        }
+        let deepest = if path.segment.is_some() { 2 } else { 3 };
+        if path.down.len() > deepest || (path.segment.is_none() && path.down.is_empty()) {
+            return Err(format!(
+                "`{t}` goes deeper than subcomponents or selects nothing"
+            ));
+        }
+        Ok(path)
+    }
+}
+
+/// A value selected in a message: a segment, or a part of a field.
+#[derive(Debug, Clone, Copy)]
+pub enum Node<'m> {
+    Segment(Segment<'m>),
+    Field(Field<'m>),
+    Repetition(Repetition<'m>),
+    Component(Component<'m>),
+    Subcomponent(Subcomponent<'m>),
+}
+
+impl<'m> Node<'m> {
+    /// The n-th part one level down: a field of a segment, a component of a field or
+    /// repetition, a subcomponent of a component.
+    pub fn child(&self, n: usize) -> Option<Node<'m>> {
+        match self {
+            Node::Segment(s) => s.field(n).map(Node::Field),
+            Node::Field(f) => f.component(n).map(Node::Component),
+            Node::Repetition(r) => r.component(n).map(Node::Component),
+            Node::Component(c) => c.subcomponent(n).map(Node::Subcomponent),
+            Node::Subcomponent(s) => (n == 1).then_some(Node::Subcomponent(*s)),
+        }
+    }
+
+    /// The value as a primitive: a composite read as text is its first part (HL7's rule for
+    /// reading a composite where a primitive is expected). Empty when absent.
+    pub fn text(&self) -> Cow<'m, str> {
+        match self {
+            Node::Segment(s) => Cow::Borrowed(s.id()),
+            Node::Field(f) => match f.repetition(1).and_then(|r| r.component(1)) {
+                Some(c) => Node::Component(c).text(),
+                None => Cow::Borrowed(""),
+            },
+            Node::Repetition(r) => match r.component(1) {
+                Some(c) => Node::Component(c).text(),
+                None => Cow::Borrowed(""),
+            },
+            Node::Component(c) => match c.subcomponent(1) {
+                Some(s) => s.value(),
+                None => Cow::Borrowed(""),
+            },
+            Node::Subcomponent(s) => s.value(),
+        }
+    }
+
+    /// The whole value with its separators, for values read as text that must keep them
+    /// (an ED payload, a formatted text).
+    pub fn raw(&self) -> &'m str {
+        match self {
+            Node::Segment(s) => s.raw(),
+            Node::Field(f) => f.raw(),
+            Node::Repetition(r) => r.raw(),
+            Node::Component(c) => c.raw(),
+            Node::Subcomponent(s) => s.raw(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        match self {
+            Node::Segment(_) => false,
+            _ => self.raw().is_empty(),
+        }
+    }
+}
+
+/// Where a rule is evaluated: the message, the segment group of the enclosing loop, and the
+/// value in hand.
+#[derive(Clone, Copy)]
+pub struct Scope<'a> {
+    pub message: &'a Message<'a>,
+    /// Segment positions `[start, end)` of the current group; the whole message outside loops.
+    pub group: (usize, usize),
+    pub node: Option<Node<'a>>,
+}
+
+impl<'a> Scope<'a> {
+    pub fn message(message: &'a Message<'a>) -> Self {
+        Scope {
+            message,
+            group: (0, message.segment_count()),
+            node: None,
+        }
+    }
+
+    pub fn with_node(self, node: Node<'a>) -> Self {
+        Scope {
+            node: Some(node),
+            ..self
+        }
+    }
+
+    /// Every value the path selects, in order; absent parts select nothing, empty ones are
+    /// kept (a condition may test them) and dropped by the caller when producing output.
+    pub fn select(&self, path: &InputPath) -> Vec<Node<'a>> {
+        let mut out = Vec::new();
+        let starts: Vec<Node<'a>> = match &path.segment {
+            None => self.node.into_iter().collect(),
+            Some((id, occurrence)) => self
+                .segments(id)
+                .into_iter()
+                .enumerate()
+                .filter(|(i, _)| match occurrence {
+                    Pick::All => true,
+                    Pick::Nth(n) => i + 1 == *n,
+                })
+                .map(|(_, s)| Node::Segment(s))
+                .collect(),
+        };
+        for start in starts {
+            let mut level: Vec<Node<'a>> = vec![start];
+            if let Some((field, reps)) = path.field {
+                level = level
+                    .iter()
+                    .filter_map(|n| n.child(field))
+                    .flat_map(|f| repetitions(f, reps))
+                    .collect();
+            }
+            for &n in &path.down {
+                level = level.iter().filter_map(|v| v.child(n)).collect();
+            }
+            out.extend(level);
+        }
+        out
+    }
+
+    /// The segments named `id` in the group when the group has any, else in the message.
+    pub fn segments(&self, id: &str) -> Vec<Segment<'a>> {
+        let (start, end) = self.group;
+        let in_group: Vec<Segment<'a>> = self
+            .message
+            .segments()
+            .skip(start)
+            .take(end - start)
+            .filter(|s| s.id() == id)
+            .collect();
+        if !in_group.is_empty() {
+            return in_group;
+        }
+        self.message.segments().filter(|s| s.id() == id).collect()
+    }
+
+    /// The group a looped segment heads: it and the segments after it, up to the next segment
+    /// with its id.
+    pub fn group_of(&self, segment: &Segment<'a>) -> (usize, usize) {
+        let start = segment.position();
+        let end = self
+            .message
+            .segments()
+            .skip(start + 1)
+            .find(|s| s.id() == segment.id())
+            .map_or(self.group.1.max(start + 1), |s| s.position());
+        (start, end.min(self.message.segment_count()).max(start + 1))
+    }
+}
+
+fn repetitions<'m>(node: Node<'m>, pick: Pick) -> Vec<Node<'m>> {
+    let Node::Field(f) = node else {
+        return vec![node];
+    };
+    match pick {
+        Pick::All => f.repetitions().map(Node::Repetition).collect(),
+        Pick::Nth(n) => f.repetition(n).map(Node::Repetition).into_iter().collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths() {
+        let p = InputPath::parse("PID-3[*].4.2").unwrap();
+        assert_eq!(p.segment, Some(("PID".into(), Pick::Nth(1))));
+        assert_eq!(p.field, Some((3, Pick::All)));
+        assert_eq!(p.down, vec![4, 2]);
+        assert!(p.is_multi());
+        let r = InputPath::parse(".4.2").unwrap();
+        assert!(r.segment.is_none() && r.down == vec![4, 2] && !r.is_multi());
+        assert!(InputPath::parse("OBX[*]-5").unwrap().is_multi());
+        for bad in ["PID", "pid-3", "PID-0", "PID-3.1.2.3", ".", "PID-3[x]", "PID-3 4"] {
+            assert!(InputPath::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

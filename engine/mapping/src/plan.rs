@@ -1,0 +1,185 @@
+//! The execution plan a mapping file compiles into: paths parsed, conditions parsed, types,
+//! datatype maps, ConceptMaps and references resolved and checked. Running it never reads
+//! the YAML again.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::cond::Cond;
+use crate::convert::{Primitive, Zone};
+use crate::input::InputPath;
+
+/// Where a rule was written, for errors and traces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pos {
+    pub file: Arc<PathBuf>,
+    pub line: usize,
+    pub column: usize,
+}
+
+impl std::fmt::Display for Pos {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}:{}", self.file.display(), self.line, self.column)
+    }
+}
+
+/// Where a rule's values come from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// Each value a path selects.
+    Path(InputPath),
+    /// The value in hand (a rule with `fields:` or `as:` and no `from:`).
+    Here,
+    /// A constant (`value:`).
+    Constant(Value),
+}
+
+/// What a rule makes of each value.
+#[derive(Debug, Clone)]
+pub enum Produce {
+    /// A FHIR primitive converted from the text.
+    Primitive(Primitive),
+    /// A datatype map applied to the value (CX -> Identifier...), by index in the library.
+    Datatype(usize),
+    /// An object built from nested rules.
+    Fields(Template),
+    /// A reference to a resource the mapping produces, by its name.
+    Ref(String),
+    /// The constant itself.
+    Constant,
+}
+
+/// Text functions (`fn:`), applied before a lookup or conversion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Func {
+    Upper,
+    Lower,
+    Trim,
+    /// An HD (or its OID) as a URI: `urn:oid:` + the universal id when its type is ISO or it
+    /// looks like an OID, the universal id itself when it is a URI.
+    HdUri,
+    /// The text without a leading `urn:oid:`, for systems that want the bare OID.
+    BareOid,
+}
+
+impl Func {
+    pub const ALL: [(&'static str, Func); 5] = [
+        ("upper", Func::Upper),
+        ("lower", Func::Lower),
+        ("trim", Func::Trim),
+        ("hd_uri", Func::HdUri),
+        ("bare_oid", Func::BareOid),
+    ];
+
+    pub fn named(name: &str) -> Option<Func> {
+        Self::ALL.iter().find(|(n, _)| *n == name).map(|(_, f)| *f)
+    }
+}
+
+/// What to do with a code a ConceptMap does not know.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Unmapped {
+    /// Keep the code as received.
+    Keep,
+    /// Produce nothing.
+    Drop,
+    /// Fail the message (the error names the rule and the code).
+    Error,
+    /// Produce this value instead.
+    Default(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Lookup {
+    pub map: String,
+    pub unmapped: Unmapped,
+}
+
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub pos: Pos,
+    pub source: Source,
+    /// Whether the rule applies at all, tested where the rule is written.
+    pub when: Option<Cond>,
+    /// Which of the selected values to keep, tested on each (relative paths start from it).
+    pub filter: Option<Cond>,
+    pub func: Option<Func>,
+    pub lookup: Option<Lookup>,
+    pub produce: Produce,
+}
+
+/// One step of a target path: `name` or `name[]` (append one element per value).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    pub name: String,
+    pub append: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Assign {
+    pub target: Vec<Step>,
+    /// Tried in order: for an appending target every rule adds its values; for a single one
+    /// the first rule that produces a value wins.
+    pub rules: Vec<Rule>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Template {
+    pub assigns: Vec<Assign>,
+}
+
+/// A datatype map: how one HL7 v2 datatype becomes one FHIR datatype.
+#[derive(Debug, Clone)]
+pub struct DatatypeMap {
+    pub name: String,
+    pub target: String,
+    pub pos: Pos,
+    pub body: DatatypeBody,
+}
+
+#[derive(Debug, Clone)]
+pub enum DatatypeBody {
+    Fields(Template),
+    /// A map to a primitive (HD -> uri): the first rule that produces a value.
+    Value(Vec<Rule>),
+}
+
+/// One kind of resource a mapping produces.
+#[derive(Debug, Clone)]
+pub struct ResourcePlan {
+    pub name: String,
+    pub resource_type: String,
+    pub pos: Pos,
+    /// One resource per value selected (segments: with their group).
+    pub for_each: Option<InputPath>,
+    pub when: Option<Cond>,
+    /// Search parameter and the rule giving its value: the resource is upserted through
+    /// `PUT Type?param=value` (conditional update) instead of created.
+    pub key: Option<(String, Rule)>,
+    pub template: Template,
+}
+
+/// Which messages a mapping applies to: `ADT^A01`, or `ADT` for every event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trigger {
+    pub message_type: String,
+    pub event: Option<String>,
+}
+
+impl Trigger {
+    pub fn matches(&self, message_type: &str, event: &str) -> bool {
+        self.message_type == message_type && self.event.as_deref().is_none_or(|e| e == event)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Mapping {
+    pub id: String,
+    pub file: Arc<PathBuf>,
+    pub description: Option<String>,
+    pub triggers: Vec<Trigger>,
+    pub zone: Zone,
+    pub resources: Vec<ResourcePlan>,
+}

@@ -1,0 +1,90 @@
+//! The bundled mapping library (mappings/ and schemas/conceptmaps/ at the workspace root)
+//! loads without a problem and passes its golden tests; broken files are reported with the
+//! position of the mistake.
+
+use std::path::{Path, PathBuf};
+
+use passerelle_mapping::Library;
+use passerelle_mapping::golden::{self, Outcome};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+#[test]
+fn bundled_mappings_load_and_pass_their_golden_tests() {
+    let (library, problems) = Library::load(
+        &root().join("mappings"),
+        &root().join("schemas/conceptmaps"),
+    );
+    assert!(problems.is_empty(), "{problems:#?}");
+    assert!(library.mapping("adt").is_some());
+    let cases = golden::run_all(&library, None, false);
+    assert!(cases.len() >= 4, "golden tests found: {}", cases.len());
+    let failed: Vec<String> = cases
+        .iter()
+        .filter(|c| c.outcome != Outcome::Passed)
+        .map(|c| format!("{}: {:?}", c.input.display(), c.outcome))
+        .collect();
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
+}
+
+fn problems_of(mapping: &str) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    let maps = dir.path().join("mappings");
+    let cms = dir.path().join("conceptmaps");
+    std::fs::create_dir_all(&maps).unwrap();
+    std::fs::create_dir_all(&cms).unwrap();
+    std::fs::write(cms.join("sex.csv"), "source,target\nF,female\n").unwrap();
+    std::fs::write(maps.join("broken.yaml"), mapping).unwrap();
+    let (_, problems) = Library::load(&maps, &cms);
+    problems
+        .iter()
+        .map(|p| format!("{}:{}: {}", p.line, p.column, p.message))
+        .collect()
+}
+
+#[test]
+fn mistakes_are_reported_at_their_line_and_column() {
+    let problems = problems_of(
+        "messages: [ADT^A01]
+resources:
+  - name: patient
+    type: Patient
+    fields:
+      gender: { from: PID-8, lookup: sexe }
+      birthDate: { from: PID7, as: date }
+      name: PID-5[*]
+      active: { from: PID-30, as: bool }
+      telecom[]: { from: PID-13, fn: shout }
+      identifier[]: { from: \"PID-3[*]\", where: \".5 = PI\" }
+      link[]: { ref: nobody }
+      colour: { from: PID-8, size: 3 }
+",
+    );
+    let expect = [
+        "6:38: unknown ConceptMap `sexe`",
+        "7:26: `PID7`: a field number is expected",
+        "8:7: `PID-5[*]` selects several values but `name` takes one",
+        "9:35: unknown type `bool`",
+        "10:38: unknown function `shout`",
+        "11:54: in the condition: a quoted value is expected here",
+        "12:22: `ref: nobody` names no resource",
+        "13:30: unknown key `size` in a rule",
+    ];
+    for e in expect {
+        assert!(
+            problems.iter().any(|p| p.starts_with(e)),
+            "missing `{e}` in {problems:#?}"
+        );
+    }
+    assert_eq!(problems.len(), expect.len(), "{problems:#?}");
+}
+
+#[test]
+fn invalid_yaml_is_reported_with_its_position() {
+    let problems = problems_of("messages: [ADT^A01\nresources: [\n");
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+    assert!(problems[0].contains("not valid YAML"), "{problems:#?}");
+    assert!(!problems[0].starts_with("0:"), "{problems:#?}");
+}

@@ -1,0 +1,127 @@
+//! `passerelle mappings`: the analyst's tools. `test` runs the golden tests kept beside the
+//! mappings; `run` applies one mapping to a message file and prints the Bundle it produces
+//! with the trace of which rule produced which element.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::Subcommand;
+use passerelle_mapping::golden::{self, Outcome};
+
+use crate::settings::CommonArgs;
+
+#[derive(Subcommand)]
+pub enum MappingsAction {
+    /// Run the golden tests (`name.tests/*.hl7` -> `*.json` beside `name.yaml`); exits
+    /// non-zero when one fails.
+    Test {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// Only the mappings under this file or folder.
+        path: Option<PathBuf>,
+        /// Write the expected files from the current output (review them before committing).
+        #[arg(long)]
+        update: bool,
+    },
+    /// Apply a mapping to a message file: prints the output Bundle, then the trace.
+    Run {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// The mapping's id.
+        #[arg(long)]
+        mapping: String,
+        /// An HL7 v2 message file.
+        file: PathBuf,
+        /// Print the Bundle only.
+        #[arg(long)]
+        no_trace: bool,
+    },
+}
+
+fn library(common: &CommonArgs) -> Result<passerelle_mapping::Library> {
+    let (_, file) = common.config_file()?;
+    let (library, problems) = common.mapping_library(&file);
+    if !problems.is_empty() {
+        for p in &problems {
+            eprintln!("{p}");
+        }
+        bail!(
+            "{} problem(s) in the mappings (see `passerelle check`)",
+            problems.len()
+        );
+    }
+    Ok(library)
+}
+
+pub fn run(action: MappingsAction) -> Result<ExitCode> {
+    match action {
+        MappingsAction::Test {
+            common,
+            path,
+            update,
+        } => {
+            let library = library(&common)?;
+            let cases = golden::run_all(&library, path.as_deref(), update);
+            let (mut passed, mut failed, mut written) = (0, 0, 0);
+            for case in &cases {
+                let input = case.input.display();
+                match &case.outcome {
+                    Outcome::Passed => {
+                        passed += 1;
+                        println!("ok      {} {input}", case.mapping);
+                    }
+                    Outcome::Written => {
+                        written += 1;
+                        println!("written {} {input}", case.mapping);
+                    }
+                    Outcome::Failed(diff) => {
+                        failed += 1;
+                        println!("FAILED  {} {input}\n{diff}", case.mapping);
+                    }
+                    Outcome::Error(e) => {
+                        failed += 1;
+                        println!("ERROR   {} {input}: {e}", case.mapping);
+                    }
+                }
+            }
+            println!("{passed} passed, {failed} failed, {written} written");
+            if cases.is_empty() {
+                eprintln!("no golden tests found");
+                return Ok(ExitCode::FAILURE);
+            }
+            Ok(if failed > 0 {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        MappingsAction::Run {
+            common,
+            mapping,
+            file,
+            no_trace,
+        } => {
+            let library = library(&common)?;
+            let Some(m) = library.mapping(&mapping) else {
+                let ids: Vec<&str> = library.mappings().iter().map(|m| m.id.as_str()).collect();
+                bail!("no mapping `{mapping}` (mappings: {})", ids.join(", "));
+            };
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let message = passerelle_hl7v2::Message::parse(&bytes)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            let output = library
+                .run(m, &message)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            print!("{}", golden::pretty(&output.bundle));
+            if !no_trace {
+                println!("\ntrace (element <- input, rule):");
+                for line in &output.trace {
+                    println!("  {} <- {}  ({})", line.element, line.input, line.rule);
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
