@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use crate::channel::load_dir;
+use crate::channel::load_dir_with;
 use crate::config::ConfigFile;
 use crate::diagnostic::Diagnostic;
 use crate::settings::CommonArgs;
@@ -47,12 +47,13 @@ pub fn run(args: &CommonArgs) -> Report {
         None => ConfigFile::default(),
     };
     let (library, mapping_problems) = args.mapping_library(&file);
+    let mappings = library.mappings().len();
     problems.extend(
         mapping_problems
             .into_iter()
             .map(|p| Diagnostic::new(&p.file, p.line, p.column, p.message)),
     );
-    let mut loaded = load_dir(&args.channels_dir(&file));
+    let mut loaded = load_dir_with(&args.channels_dir(&file), &std::sync::Arc::new(library));
     problems.append(&mut loaded.problems);
     let paused = loaded
         .channels
@@ -62,7 +63,7 @@ pub fn run(args: &CommonArgs) -> Report {
     Report {
         problems,
         channels: loaded.channels.len(),
-        mappings: library.mappings().len(),
+        mappings,
         paused,
     }
 }

@@ -15,7 +15,8 @@ use crate::api::fhir::FhirApi;
 use crate::api::fhir::access::SmartScopes;
 use crate::api::fhir::audit::StoreAudit;
 use crate::api::{AppState, router};
-use crate::channel::{SourceConfig, load_dir};
+use crate::channel::destination::Services;
+use crate::channel::{SourceConfig, load_dir_with};
 use crate::crypto::Cipher;
 use crate::diagnostic::Diagnostics;
 use crate::journal::{Journal, now_micros};
@@ -27,14 +28,38 @@ pub async fn run(settings: Settings) -> Result<()> {
     settings.check_tls()?;
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("creating the data dir {}", settings.data_dir.display()))?;
-    let loaded = load_dir(&settings.channels_dir);
+    let (library, problems) =
+        passerelle_mapping::Library::load(&settings.mappings_dir, &settings.conceptmaps_dir);
+    if !problems.is_empty() {
+        let problems = problems
+            .into_iter()
+            .map(|p| crate::diagnostic::Diagnostic::new(&p.file, p.line, p.column, p.message))
+            .collect();
+        return Err(anyhow!(Diagnostics(problems))
+            .context("the mappings have errors (see `passerelle check`)"));
+    }
+    let loaded = load_dir_with(&settings.channels_dir, &Arc::new(library));
     if !loaded.problems.is_empty() {
         return Err(anyhow!(Diagnostics(loaded.problems))
             .context("the channels have errors (see `passerelle check`)"));
     }
     let cipher = Arc::new(Cipher::load_or_create(&settings.data_dir)?);
     let journal = Journal::open(&settings.database_url, cipher.clone()).await?;
-    let runtime = Runtime::start(journal.clone(), loaded.channels).await?;
+    // The store opens before the channels start: their fhir-store destinations write to it.
+    let store = Arc::new(
+        passerelle_fhir::Store::open(&settings.store_url, cipher.clone())
+            .await
+            .context("opening the FHIR store")?,
+    );
+    tracing::info!(backend = store.backend().name(), "FHIR store open");
+    let runtime = Runtime::start(
+        journal.clone(),
+        loaded.channels,
+        Services {
+            store: Some(store.clone()),
+        },
+    )
+    .await?;
 
     // One MLLP listener per address; a channel without its own address uses the main one.
     let mllp_config = settings.mllp_server_config();
@@ -64,12 +89,6 @@ pub async fn run(settings: Settings) -> Result<()> {
         )));
     }
 
-    let store = Arc::new(
-        passerelle_fhir::Store::open(&settings.store_url, cipher.clone())
-            .await
-            .context("opening the FHIR store")?,
-    );
-    tracing::info!(backend = store.backend().name(), "FHIR store open");
     let fhir = FhirApi {
         store: store.clone(),
         policy: Arc::new(SmartScopes),

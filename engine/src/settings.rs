@@ -59,6 +59,8 @@ pub struct Settings {
     /// The FHIR store's database (SQLite or PostgreSQL).
     pub store_url: String,
     pub channels_dir: PathBuf,
+    pub mappings_dir: PathBuf,
+    pub conceptmaps_dir: PathBuf,
     pub http: SocketAddr,
     pub mllp: SocketAddr,
     pub log_json: bool,
@@ -181,6 +183,8 @@ pub fn resolve(common: &CommonArgs, listen: &ListenArgs) -> Result<Settings> {
     }
     Ok(Settings {
         channels_dir: common.channels_dir(&file),
+        mappings_dir: common.mappings_dir(&file),
+        conceptmaps_dir: common.conceptmaps_dir(&file),
         retention: file.retention.clone(),
         retention_interval: file.retention.interval.unwrap_or(Duration::from_secs(3600)),
         log_level: file.log.level.clone().unwrap_or_else(|| "info".into()),

@@ -24,6 +24,10 @@ from hl7.client import MLLPClient
 from postgres import postgres  # noqa: F401  (session fixture: a throwaway PostgreSQL server)
 
 ROOT = Path(__file__).resolve().parents[2]
+# Every `passerelle` the tests start (serve, check, mappings...) runs from a temporary
+# directory: it finds the bundled mappings and ConceptMaps through these.
+os.environ.setdefault("PASSERELLE_MAPPINGS", str(ROOT / "mappings"))
+os.environ.setdefault("PASSERELLE_CONCEPTMAPS", str(ROOT / "schemas" / "conceptmaps"))
 
 
 def binary() -> Path:

@@ -178,12 +178,16 @@ def test_message_detail_has_raw_parsed_trace_and_outbox(bundled_engine):
     msh10 = next(f for f in segments[0]["fields"] if f["number"] == 10)
     assert msh10["value"] == "DETAIL-1"
     steps = detail["trace"]
-    assert [s["step"] for s in steps] == ["receive", "parse", "filter", "transform"]
+    # The bundled channel maps ADT to FHIR and writes it to the store (its `store`
+    # destination); the trace says which resources the store wrote.
+    assert [s["step"] for s in steps] == ["receive", "parse", "filter", "transform", "destination:store"]
+    assert [s["outcome"] for s in steps] == ["ok", "ok", "ok", "ok", "sent"], steps
     for step in steps:
-        assert step["outcome"] == "ok", step
         assert isinstance(step["duration_us"], int) and step["duration_us"] >= 0
         assert step["at"].endswith("Z")
-    assert detail["outbox"] == []
+    assert "mapping -> [store]" in steps[3]["detail"], steps[3]
+    assert "Patient/" in steps[4]["detail"], steps[4]
+    assert [(o["destination"], o["status"], o["attempts"]) for o in detail["outbox"]] == [("store", "sent", 1)]
 
 
 def test_unknown_message_is_404(bundled_engine):

@@ -35,7 +35,7 @@ RETRY_KEYS = "max_attempts, initial_backoff, max_backoff, multiplier, jitter"
 # id: (text in GOOD, replacement, the token the error points at, message or its start)
 BROKEN = {
     "unknown-destination-type": ("type: file", "type: fil", "fil",
-                                 "unknown destination type `fil` (expected: file, mllp)"),
+                                 "unknown destination type `fil` (expected: file, mllp, fhir-store)"),
     "invalid-field-path": ("field: MSH-4", "field: MSH4", "MSH4", 'invalid path "MSH4"'),
     "unknown-key": ("initial_backoff: 2s", "initial_backof: 2s", "initial_backof",
                     f"unknown key `initial_backof` (expected one of: {RETRY_KEYS})"),
@@ -76,14 +76,14 @@ def broken_channel(tmp_path, case: str):
 def test_bundled_channels_are_ok(tmp_path):
     out = run("check", "--channels", str(ROOT / "channels"), cwd=tmp_path)
     assert out.returncode == 0, out
-    assert out.stdout.splitlines() == ["ok: 1 channel(s)"]
+    assert out.stdout.splitlines() == ["ok: 1 channel(s), 1 mapping(s)"]
 
 
 def test_a_good_channel_is_ok(tmp_path):
     (tmp_path / "channels").mkdir()
     (tmp_path / "channels" / "lab.yaml").write_text(GOOD)
     out = run("check", "--channels", str(tmp_path / "channels"), cwd=tmp_path)
-    assert (out.returncode, out.stdout) == (0, "ok: 1 channel(s)\n"), out
+    assert (out.returncode, out.stdout) == (0, "ok: 1 channel(s), 1 mapping(s)\n"), out
 
 
 @pytest.mark.parametrize("case", BROKEN)
@@ -140,7 +140,7 @@ def test_several_problems_of_one_file_are_all_reported(tmp_path):
     out = run("check", "--channels", str(path.parent), cwd=tmp_path)
     assert out.returncode != 0
     assert sorted(out.stdout.splitlines()) == sorted([
-        "{}:{}:{}: unknown destination type `fil` (expected: file, mllp)".format(path, *position(text, "type: fil", "fil")),
+        "{}:{}:{}: unknown destination type `fil` (expected: file, mllp, fhir-store)".format(path, *position(text, "type: fil", "fil")),
         "{}:{}:{}: `soon` is not a duration like 500ms, 30s, 5m".format(path, *position(text, "initial_backoff: soon", "soon")),
     ])
 
@@ -153,7 +153,7 @@ def test_unset_variable_is_a_note_not_an_error(tmp_path, monkeypatch):
     assert out.returncode == 0, out
     assert out.stdout.splitlines() == [
         "note: channel `lab-in` will be paused: not configured: PASSERELLE_E2E_UNSET_DIR not set",
-        "ok: 1 channel(s)",
+        "ok: 1 channel(s), 1 mapping(s)",
     ]
 
 
@@ -234,7 +234,7 @@ def test_unset_source_address_pauses_the_channel_and_leaves_the_main_address(tmp
     assert out.returncode == 0, out
     assert out.stdout.splitlines() == [
         "note: channel `lab-in` will be paused: not configured: PASSERELLE_E2E_UNSET_ADDRESS not set",
-        "ok: 2 channel(s)",
+        "ok: 2 channel(s), 1 mapping(s)",
     ]
 
 

@@ -292,6 +292,8 @@ async fn transaction(store: &Store, mut entries: Vec<Entry>, ret: Return) -> Fhi
     // Ids first: every POST gets its id (or, for a conditional create that matches, the id
     // of the match), so references between entries can be rewritten before any write.
     let mut ids: HashMap<usize, String> = HashMap::new();
+    // The id each conditional PUT resolved to (its match, or the id it will create).
+    let mut put_ids: HashMap<usize, String> = HashMap::new();
     for e in &entries {
         let result: FhirResult<()> = async {
             match e.method {
@@ -323,7 +325,33 @@ async fn transaction(store: &Store, mut entries: Vec<Entry>, ret: Return) -> Fhi
                     ids.insert(e.index, id);
                 }
                 Method::Put => {
-                    let (t, id, _) = split_url(&e.url)?;
+                    let (t, id, query) = split_url(&e.url)?;
+                    // A conditional update is resolved now, like a conditional create: other
+                    // entries may refer to it by its fullUrl.
+                    let id = match (id, query) {
+                        (Some(id), _) => Some(id),
+                        (None, Some(criteria)) => {
+                            let matches = tx.matching(&t, &criteria).await?;
+                            let id = match matches.as_slice() {
+                                [] => e
+                                    .resource
+                                    .as_ref()
+                                    .and_then(|r| r.get("id"))
+                                    .and_then(Value::as_str)
+                                    .map(String::from)
+                                    .unwrap_or_else(new_id),
+                                [one] => one.id.clone(),
+                                _ => {
+                                    return Err(FhirError::multiple_matches(format!(
+                                        "`{t}?{criteria}` matches more than one {t}"
+                                    )));
+                                }
+                            };
+                            put_ids.insert(e.index, id.clone());
+                            Some(id)
+                        }
+                        (None, None) => None,
+                    };
                     if let (Some(full), Some(id)) = (&e.full_url, id)
                         && full.starts_with("urn:")
                     {
@@ -395,7 +423,23 @@ async fn transaction(store: &Store, mut entries: Vec<Entry>, ret: Return) -> Fhi
                     let expect = e.if_match.map_or(Expect::Any, Expect::Version);
                     let w = match (id, query) {
                         (Some(id), _) => tx.update(&t, &id, body(e)?, expect).await?,
-                        (None, Some(q)) => tx.conditional_update(&t, &q, body(e)?, expect).await?,
+                        (None, Some(_)) => {
+                            let id = put_ids.remove(&e.index).expect("resolved with the ids");
+                            let mut b = body(e)?;
+                            match b.get("id").and_then(Value::as_str) {
+                                Some(body_id) if body_id != id => {
+                                    return Err(FhirError::invalid(format!(
+                                        "the body's id `{body_id}` is not the id of the match, `{id}`"
+                                    )));
+                                }
+                                _ => {
+                                    if let Some(obj) = b.as_object_mut() {
+                                        obj.insert("id".into(), json!(id));
+                                    }
+                                }
+                            }
+                            tx.update(&t, &id, b, expect).await?
+                        }
                         (None, None) => {
                             return Err(FhirError::invalid("PUT needs Type/id or Type?criteria"));
                         }

@@ -57,8 +57,12 @@ pub struct TransformDoc {
     pub kind: Text,
     /// For `route-by-message-type`: `ADT: [archive]`, `ORU^R01: [lab, archive]`.
     pub routes: Option<Vec<RouteDoc>>,
-    /// For `route-by-message-type`: destinations of messages no route matches (else filtered).
+    /// For `route-by-message-type`: destinations of messages no route matches (else
+    /// filtered). For `mapping`: the destinations of the output Bundle (default: all).
     pub default: Option<Vec<Text>>,
+    /// For `mapping`: the ids of the mappings to try, in order; the first whose `messages`
+    /// include the message's type applies (none: the message is filtered).
+    pub mappings: Option<Vec<Text>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -9,13 +9,14 @@ use std::time::Duration;
 
 use marked_yaml::Spanned;
 use passerelle_hl7v2::{Charset, Path as FieldPath};
+use passerelle_mapping::Library;
 use passerelle_mapping::compile::load_error_marker;
 
 use super::destination::{DestinationConfig, DestinationKind};
 use super::doc::*;
 use super::filter::{Condition, Test};
 use super::interpolate::from_env;
-use super::transform::{PassThrough, RouteByMessageType, Transform};
+use super::transform::{MapToFhir, PassThrough, RouteByMessageType, Transform};
 use super::{Channel, RetryPolicy, SourceConfig};
 use crate::diagnostic::Diagnostic;
 
@@ -25,8 +26,14 @@ pub struct LoadedChannels {
     pub problems: Vec<Diagnostic>,
 }
 
-/// Loads every `*.yaml` / `*.yml` file of a directory, in name order.
+/// Loads every `*.yaml` / `*.yml` file of a directory, in name order, with no mappings.
 pub fn load_dir(dir: &Path) -> LoadedChannels {
+    load_dir_with(dir, &Arc::new(Library::default()))
+}
+
+/// Loads every `*.yaml` / `*.yml` file of a directory, in name order; `mapping` transforms
+/// name mappings of `library`.
+pub fn load_dir_with(dir: &Path, library: &Arc<Library>) -> LoadedChannels {
     let mut out = LoadedChannels::default();
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
@@ -48,7 +55,7 @@ pub fn load_dir(dir: &Path) -> LoadedChannels {
     let mut seen: HashMap<String, PathBuf> = HashMap::new();
     let mut mllp_addresses: HashMap<Option<SocketAddr>, String> = HashMap::new();
     for file in files {
-        match load_file(&file) {
+        match load_file(&file, library) {
             Ok(channel) => {
                 if let Some(first) = seen.get(&channel.id) {
                     out.problems.push(Diagnostic::new(
@@ -93,13 +100,22 @@ pub fn load_dir(dir: &Path) -> LoadedChannels {
     out
 }
 
-pub fn load_file(file: &Path) -> Result<Channel, Vec<Diagnostic>> {
+pub fn load_file(file: &Path, library: &Arc<Library>) -> Result<Channel, Vec<Diagnostic>> {
     let text = std::fs::read_to_string(file)
         .map_err(|e| vec![Diagnostic::new(file, 0, 0, format!("cannot read: {e}"))])?;
-    parse(file, &text)
+    parse_with(file, &text, library)
 }
 
+/// A channel file with no mappings available.
 pub fn parse(file: &Path, text: &str) -> Result<Channel, Vec<Diagnostic>> {
+    parse_with(file, text, &Arc::new(Library::default()))
+}
+
+pub fn parse_with(
+    file: &Path,
+    text: &str,
+    library: &Arc<Library>,
+) -> Result<Channel, Vec<Diagnostic>> {
     let options = marked_yaml::LoaderOptions::default()
         .error_on_duplicate_keys(true)
         .toplevel_mapping();
@@ -108,6 +124,7 @@ pub fn parse(file: &Path, text: &str) -> Result<Channel, Vec<Diagnostic>> {
     let mut checker = Checker {
         file,
         text,
+        library,
         problems: Vec::new(),
         missing_vars: Vec::new(),
     };
@@ -173,6 +190,7 @@ fn friendly_serde_message(message: &str) -> String {
 struct Checker<'f> {
     file: &'f Path,
     text: &'f str,
+    library: &'f Arc<Library>,
     problems: Vec<Diagnostic>,
     missing_vars: Vec<String>,
 }
@@ -515,6 +533,19 @@ impl Checker<'_> {
                     file_name,
                 }
             }
+            "fhir-store" => {
+                self.refuse(
+                    doc,
+                    &[
+                        ("address", doc.address.as_ref()),
+                        ("directory", doc.directory.as_ref()),
+                        ("file_name", doc.file_name.as_ref()),
+                        ("ack_timeout", doc.ack_timeout.as_ref()),
+                        ("connect_timeout", doc.connect_timeout.as_ref()),
+                    ],
+                );
+                DestinationKind::FhirStore
+            }
             "mllp" => {
                 let Some(address) = &doc.address else {
                     self.error(&doc.kind, "an mllp destination needs `address` (host:port)");
@@ -541,7 +572,9 @@ impl Checker<'_> {
             other => {
                 self.error(
                     &doc.kind,
-                    format!("unknown destination type `{other}` (expected: file, mllp)"),
+                    format!(
+                        "unknown destination type `{other}` (expected: file, mllp, fhir-store)"
+                    ),
                 );
                 return None;
             }
@@ -670,10 +703,47 @@ impl Checker<'_> {
                 let default = doc.default.as_ref().map(|d| known(d, self));
                 Some(Arc::new(RouteByMessageType { routes, default }))
             }
+            "mapping" => {
+                let Some(ids) = &doc.mappings else {
+                    self.error(
+                        &doc.kind,
+                        "a mapping transform needs `mappings`, a list of mapping ids",
+                    );
+                    return None;
+                };
+                for id in ids {
+                    if self.library.mapping(id.as_str()).is_none() {
+                        let mut known: Vec<&str> = self
+                            .library
+                            .mappings()
+                            .iter()
+                            .map(|m| m.id.as_str())
+                            .collect();
+                        known.sort();
+                        self.error(
+                            id,
+                            format!(
+                                "no mapping `{}` (loaded: {})",
+                                id.as_str(),
+                                known.join(", ")
+                            ),
+                        );
+                    }
+                }
+                let to = match &doc.default {
+                    Some(d) => known(d, self),
+                    None => destinations.to_vec(),
+                };
+                Some(Arc::new(MapToFhir {
+                    library: self.library.clone(),
+                    mappings: ids.iter().map(|t| t.as_str().to_string()).collect(),
+                    destinations: to,
+                }))
+            }
             other => {
                 self.error(
                     &doc.kind,
-                    format!("unknown transform type `{other}` (expected: pass-through, route-by-message-type)"),
+                    format!("unknown transform type `{other}` (expected: pass-through, route-by-message-type, mapping)"),
                 );
                 None
             }
@@ -767,7 +837,9 @@ destinations:
         let bad = GOOD.replace("type: file", "type: fil");
         assert_eq!(
             errors(&bad),
-            vec!["channels/lab.yaml:16:11: unknown destination type `fil` (expected: file, mllp)"]
+            vec![
+                "channels/lab.yaml:16:11: unknown destination type `fil` (expected: file, mllp, fhir-store)"
+            ]
         );
         let bad = GOOD.replace("field: MSH-4", "field: MSH4");
         let e = errors(&bad);

@@ -17,7 +17,7 @@ use passerelle_hl7v2::Charset;
 
 pub use destination::DestinationConfig;
 pub use filter::Condition;
-pub use load::{LoadedChannels, load_dir};
+pub use load::{LoadedChannels, load_dir, load_dir_with};
 pub use retry::RetryPolicy;
 pub use transform::Transform;
 

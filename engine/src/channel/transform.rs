@@ -1,7 +1,10 @@
 //! The transform stage: one trait, one implementation per kind. The mapping language plugs in
 //! here as another implementation.
 
+use std::sync::Arc;
+
 use passerelle_hl7v2::Message;
+use passerelle_mapping::Library;
 
 /// What the transform decided for one message.
 #[derive(Debug, Clone, PartialEq)]
@@ -69,6 +72,46 @@ impl Transform for RouteByMessageType {
                 "no route for message type {kind}^{event}"
             ))),
         }
+    }
+}
+
+/// Maps the message to FHIR with the first of its mappings that takes its type: the output
+/// is a transaction Bundle (JSON) for the destinations (a `fhir-store` one applies it).
+pub struct MapToFhir {
+    pub library: Arc<Library>,
+    pub mappings: Vec<String>,
+    pub destinations: Vec<String>,
+}
+
+impl Transform for MapToFhir {
+    fn kind(&self) -> &'static str {
+        "mapping"
+    }
+
+    fn apply(&self, message: &Message<'_>) -> Result<Routing, String> {
+        let Some(mapping) = self.library.for_message(&self.mappings, message) else {
+            let h = message.header();
+            return Ok(Routing::Drop(format!(
+                "no mapping for {}^{} (mappings: {})",
+                h.message_type.as_deref().unwrap_or(""),
+                h.trigger_event.as_deref().unwrap_or(""),
+                self.mappings.join(", ")
+            )));
+        };
+        let output = self
+            .library
+            .run(mapping, message)
+            .map_err(|e| format!("mapping `{}`: {e}", mapping.id))?;
+        let payload = serde_json::to_vec(&output.bundle).map_err(|e| e.to_string())?;
+        Ok(Routing::Deliver(
+            self.destinations
+                .iter()
+                .map(|d| Output {
+                    destination: d.clone(),
+                    payload: Some(payload.clone()),
+                })
+                .collect(),
+        ))
     }
 }
 

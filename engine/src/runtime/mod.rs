@@ -101,7 +101,11 @@ impl ChannelRuntime {
 impl Runtime {
     /// Starts every enabled, configured channel, and resumes what a stop or crash left:
     /// messages not yet processed and deliveries not yet made.
-    pub async fn start(journal: Journal, channels: Vec<Channel>) -> Result<Arc<Runtime>> {
+    pub async fn start(
+        journal: Journal,
+        channels: Vec<Channel>,
+        services: destination::Services,
+    ) -> Result<Arc<Runtime>> {
         let cut = journal.recover_inflight().await?;
         if cut > 0 {
             tracing::warn!(
@@ -134,7 +138,7 @@ impl Runtime {
                         journal: journal.clone(),
                         channel: channel.id.clone(),
                         config: config.clone(),
-                        destination: destination::build(config),
+                        destination: destination::build(config, &services),
                         wake: waker,
                         stats: stats.clone(),
                         dead_letters: dead_letters.clone(),

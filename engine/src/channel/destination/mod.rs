@@ -1,6 +1,7 @@
 //! Destinations: where a channel delivers. One trait, one module per kind; each destination
 //! has its own durable outbox in the journal (see `runtime::outbox`).
 
+mod fhir_store;
 mod file;
 mod mllp;
 
@@ -32,6 +33,8 @@ pub enum DestinationKind {
         ack_timeout: Duration,
         connect_timeout: Duration,
     },
+    /// The engine's FHIR store: the payload is a transaction Bundle.
+    FhirStore,
 }
 
 impl DestinationKind {
@@ -39,6 +42,7 @@ impl DestinationKind {
         match self {
             DestinationKind::File { .. } => "file",
             DestinationKind::Mllp { .. } => "mllp",
+            DestinationKind::FhirStore => "fhir-store",
         }
     }
 }
@@ -76,8 +80,17 @@ pub trait Destination: Send + Sync {
     fn deliver<'a>(&'a self, channel: &'a str, item: &'a OutboxItem) -> DeliveryFuture<'a>;
 }
 
-pub fn build(config: &DestinationConfig) -> Arc<dyn Destination> {
+/// What destinations may use of the running engine.
+#[derive(Clone, Default)]
+pub struct Services {
+    pub store: Option<Arc<passerelle_fhir::Store>>,
+}
+
+pub fn build(config: &DestinationConfig, services: &Services) -> Arc<dyn Destination> {
     match &config.kind {
+        DestinationKind::FhirStore => Arc::new(fhir_store::FhirStoreDestination::new(
+            services.store.clone(),
+        )),
         DestinationKind::File {
             directory,
             file_name,
