@@ -112,7 +112,7 @@ pub fn run(action: MappingsAction) -> Result<ExitCode> {
             let message = passerelle_hl7v2::Message::parse(&bytes)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
             let output = library
-                .run(m, &message)
+                .run_traced(m, &message)
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             print!("{}", golden::pretty(&output.bundle));
             if !no_trace {

@@ -285,8 +285,38 @@ pub async fn process(store: &Store, bundle: &Value, ret: Return) -> FhirResult<V
     transaction(store, entries, ret).await
 }
 
-async fn transaction(store: &Store, mut entries: Vec<Entry>, ret: Return) -> FhirResult<Value> {
+/// Applies transaction Bundles in one store transaction: all of them, or none (the first
+/// failure is returned). For callers with many small Bundles to write at once (a channel's
+/// outbox), one commit instead of one each.
+pub async fn process_all(store: &Store, bundles: &[&Value]) -> FhirResult<Vec<Value>> {
     let mut tx = store.begin().await?;
+    let mut out = Vec::with_capacity(bundles.len());
+    for bundle in bundles {
+        let (kind, entries) = read_entries(bundle)?;
+        if kind != "transaction" {
+            return Err(FhirError::invalid(
+                "only transaction Bundles are applied together",
+            ));
+        }
+        out.push(transaction_in(&mut tx, store, entries, Return::Minimal).await?);
+    }
+    tx.commit().await?;
+    Ok(out)
+}
+
+async fn transaction(store: &Store, entries: Vec<Entry>, ret: Return) -> FhirResult<Value> {
+    let mut tx = store.begin().await?;
+    let response = transaction_in(&mut tx, store, entries, ret).await?;
+    tx.commit().await?;
+    Ok(response)
+}
+
+async fn transaction_in(
+    tx: &mut WriteTx<'_>,
+    store: &Store,
+    mut entries: Vec<Entry>,
+    ret: Return,
+) -> FhirResult<Value> {
     let mut map: HashMap<String, String> = HashMap::new();
     let mut known_existing: HashMap<usize, Stored> = HashMap::new();
     // Ids first: every POST gets its id (or, for a conditional create that matches, the id
@@ -468,13 +498,12 @@ async fn transaction(store: &Store, mut entries: Vec<Entry>, ret: Return) -> Fhi
                     };
                     Ok(json!({ "response": { "status": "204 No Content" } }))
                 }
-                Method::Get => get_entry(store, Some(&mut tx), &e.url).await,
+                Method::Get => get_entry(store, Some(&mut *tx), &e.url).await,
             }
         }
         .await;
         responses[i] = result.map_err(|err| entry_error(e.index, err))?;
     }
-    tx.commit().await?;
     Ok(response_bundle("transaction-response", responses))
 }
 

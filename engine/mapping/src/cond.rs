@@ -49,18 +49,14 @@ impl Cond {
     }
 
     pub fn holds(&self, scope: &Scope<'_>) -> bool {
-        let texts = |p: &InputPath| -> Vec<String> {
-            scope
-                .select(p)
-                .iter()
-                .map(|n| n.text().into_owned())
-                .collect()
+        let any = |p: &InputPath, test: &dyn Fn(&str) -> bool| {
+            scope.select(p).iter().any(|n| test(&n.text()))
         };
         match self {
-            Cond::Valued(p) => texts(p).iter().any(|t| !t.is_empty()),
-            Cond::Equals(p, v) => texts(p).iter().any(|t| t == v),
-            Cond::NotEquals(p, v) => !texts(p).iter().any(|t| t == v),
-            Cond::In(p, vs) => texts(p).iter().any(|t| vs.contains(t)),
+            Cond::Valued(p) => any(p, &|t| !t.is_empty()),
+            Cond::Equals(p, v) => any(p, &|t| t == v),
+            Cond::NotEquals(p, v) => !any(p, &|t| t == v),
+            Cond::In(p, vs) => any(p, &|t| vs.iter().any(|v| v == t)),
             Cond::Not(c) => !c.holds(scope),
             Cond::And(cs) => cs.iter().all(|c| c.holds(scope)),
             Cond::Or(cs) => cs.iter().any(|c| c.holds(scope)),

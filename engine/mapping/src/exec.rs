@@ -60,6 +60,9 @@ struct Run<'l, 'a> {
     /// same loop picks the same instance.
     current: (String, usize, Option<String>),
     loops: HashMap<String, Option<String>>,
+    /// Whether to record the trace (the CLI and the preview do; channels do not, and
+    /// then element names are not even formatted).
+    tracing: bool,
     trace: Vec<TraceLine>,
     depth: usize,
 }
@@ -68,36 +71,36 @@ struct Run<'l, 'a> {
 /// golden files diff cleanly and a retransmission builds the same Bundle.
 fn full_url(mapping: &str, message: &Message<'_>, name: &str, index: usize) -> String {
     let msh = message.msh();
-    let field = |n: usize| msh.field(n).map(|f| f.raw().to_string()).unwrap_or_default();
+    let field = |n: usize| msh.field(n).map_or("", |f| f.raw());
     let mut h = Sha256::new();
-    for part in [
-        mapping,
-        &field(3),
-        &field(4),
-        &field(7),
-        &field(10),
-        name,
-        &index.to_string(),
-    ] {
+    for part in [mapping, field(3), field(4), field(7), field(10), name] {
         h.update(part.as_bytes());
         h.update([0]);
     }
+    h.update(index.to_le_bytes());
     let mut b: [u8; 16] = h.finalize()[..16].try_into().expect("16 bytes");
     // A name-based UUID (version 8, RFC 9562 variant).
     b[6] = (b[6] & 0x0f) | 0x80;
     b[8] = (b[8] & 0x3f) | 0x80;
-    let x: String = b.iter().map(|v| format!("{v:02x}")).collect();
-    format!(
-        "urn:uuid:{}-{}-{}-{}-{}",
-        &x[0..8],
-        &x[8..12],
-        &x[12..16],
-        &x[16..20],
-        &x[20..32]
-    )
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(45);
+    out.push_str("urn:uuid:");
+    for (i, v) in b.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            out.push('-');
+        }
+        out.push(HEX[usize::from(v >> 4)] as char);
+        out.push(HEX[usize::from(v & 15)] as char);
+    }
+    out
 }
 
-pub(crate) fn run(env: &Env<'_>, mapping: &Mapping, message: &Message<'_>) -> Result<Output, RunError> {
+pub(crate) fn run(
+    env: &Env<'_>,
+    mapping: &Mapping,
+    message: &Message<'_>,
+    tracing: bool,
+) -> Result<Output, RunError> {
     let root = Scope::message(message);
     // Which instances exist, first: a reference may point to a resource declared later.
     let mut instances: Instances<'_> = HashMap::new();
@@ -133,6 +136,7 @@ pub(crate) fn run(env: &Env<'_>, mapping: &Mapping, message: &Message<'_>) -> Re
         instances,
         current: (String::new(), 0, None),
         loops,
+        tracing,
         trace: Vec::new(),
         depth: 0,
     };
@@ -145,7 +149,7 @@ pub(crate) fn run(env: &Env<'_>, mapping: &Mapping, message: &Message<'_>) -> Re
             let mut body = Map::new();
             body.insert("resourceType".into(), Value::String(r.resource_type.clone()));
             run.template(&r.template, &scope, &mut body, &element)?;
-            let body = prune(Value::Object(body)).unwrap_or_else(|| json!({}));
+            let body = kept(body).unwrap_or_else(|| json!({}));
             let request = match &r.key {
                 Some((param, rule)) => match run.values(rule, &scope, &format!("{element}.key"), None)?.first() {
                     Some(v) => json!({
@@ -193,24 +197,28 @@ fn encode(s: &str) -> String {
     out
 }
 
-/// Drops what FHIR does not allow: empty strings, objects and arrays, nulls.
-fn prune(v: Value) -> Option<Value> {
+/// Drops, in place, what FHIR does not allow: empty strings, objects and arrays, nulls.
+/// Returns whether anything is left of the value.
+fn prune(v: &mut Value) -> bool {
     match v {
-        Value::Null => None,
-        Value::String(s) if s.is_empty() => None,
+        Value::Null => false,
+        Value::String(s) => !s.is_empty(),
         Value::Array(items) => {
-            let kept: Vec<Value> = items.into_iter().filter_map(prune).collect();
-            (!kept.is_empty()).then_some(Value::Array(kept))
+            items.retain_mut(prune);
+            !items.is_empty()
         }
         Value::Object(map) => {
-            let kept: Map<String, Value> = map
-                .into_iter()
-                .filter_map(|(k, v)| prune(v).map(|v| (k, v)))
-                .collect();
-            (!kept.is_empty()).then_some(Value::Object(kept))
+            map.retain(|_, v| prune(v));
+            !map.is_empty()
         }
-        other => Some(other),
+        _ => true,
     }
+}
+
+/// An object built by rules, if anything is left of it.
+fn kept(obj: Map<String, Value>) -> Option<Value> {
+    let mut v = Value::Object(obj);
+    prune(&mut v).then_some(v)
 }
 
 /// Datatype maps may use one another; a map that ends up using itself stops here.
@@ -225,8 +233,12 @@ impl<'a> Run<'_, 'a> {
         element: &str,
     ) -> Result<(), RunError> {
         for assign in &t.assigns {
-            let path: Vec<&str> = assign.target.iter().map(|s| s.name.as_str()).collect();
-            let here = format!("{element}.{}", path.join("."));
+            let here = if self.tracing {
+                let path: Vec<&str> = assign.target.iter().map(|s| s.name.as_str()).collect();
+                format!("{element}.{}", path.join("."))
+            } else {
+                String::new()
+            };
             let append = assign.target.last().is_some_and(|s| s.append);
             let mut values = Vec::new();
             for rule in &assign.rules {
@@ -260,9 +272,10 @@ impl<'a> Run<'_, 'a> {
         first: Option<usize>,
     ) -> Result<Vec<Value>, RunError> {
         let mut out = Vec::new();
+        let tracing = self.tracing;
         let at = |n: usize| match first {
-            Some(f) => format!("{element}[{}]", f + n),
-            None => element.to_string(),
+            Some(f) if tracing => format!("{element}[{}]", f + n),
+            _ => element.to_string(),
         };
         match &rule.source {
             Source::Constant(c) => {
@@ -327,7 +340,7 @@ impl<'a> Run<'_, 'a> {
             Produce::Fields(t) => {
                 let mut obj = Map::new();
                 self.template(t, scope, &mut obj, element)?;
-                Ok(prune(Value::Object(obj)).into_iter().collect())
+                Ok(kept(obj).into_iter().collect())
             }
             Produce::Datatype(i) => {
                 if self.depth >= MAX_DEPTH {
@@ -339,7 +352,7 @@ impl<'a> Run<'_, 'a> {
                     DatatypeBody::Fields(t) => {
                         let mut obj = Map::new();
                         self.template(t, scope, &mut obj, element)
-                            .map(|_| prune(Value::Object(obj)).into_iter().collect())
+                            .map(|_| kept(obj).into_iter().collect())
                     }
                     DatatypeBody::Value(rules) => {
                         let mut found = Ok(vec![]);
@@ -371,7 +384,8 @@ impl<'a> Run<'_, 'a> {
                     list.iter().map(|(u, _)| u.clone()).collect()
                 };
                 if !urls.is_empty() {
-                    self.traced(element, rule, &format!("ref {name}"));
+                    let input = format!("ref {name}");
+                    self.traced(element, rule, &input);
                 }
                 Ok(urls.into_iter().map(|u| json!({ "reference": u })).collect())
             }
@@ -423,6 +437,9 @@ impl<'a> Run<'_, 'a> {
     }
 
     fn traced(&mut self, element: &str, rule: &Rule, input: &str) {
+        if !self.tracing {
+            return;
+        }
         self.trace.push(TraceLine {
             element: element.to_string(),
             rule: rule.pos.to_string(),

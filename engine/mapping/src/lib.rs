@@ -189,11 +189,30 @@ impl Library {
             .find(|m| m.triggers.iter().any(|t| t.matches(kind, event)))
     }
 
+    /// The Bundle a mapping makes of a message (no trace: what channels run).
     pub fn run(&self, mapping: &Mapping, message: &Message<'_>) -> Result<Output, RunError> {
+        self.execute(mapping, message, false)
+    }
+
+    /// The Bundle and the trace of which rule produced which element.
+    pub fn run_traced(
+        &self,
+        mapping: &Mapping,
+        message: &Message<'_>,
+    ) -> Result<Output, RunError> {
+        self.execute(mapping, message, true)
+    }
+
+    fn execute(
+        &self,
+        mapping: &Mapping,
+        message: &Message<'_>,
+        tracing: bool,
+    ) -> Result<Output, RunError> {
         let env = exec::Env {
             datatypes: &self.datatypes,
             conceptmaps: &self.conceptmaps,
         };
-        exec::run(&env, mapping, message)
+        exec::run(&env, mapping, message, tracing)
     }
 }

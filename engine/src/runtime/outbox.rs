@@ -68,8 +68,17 @@ pub(super) async fn run(w: Worker) {
         }
         let mut results = Vec::with_capacity(due.len());
         let mut stop = false;
+        // A destination that delivers many at once does so now; the loop below then records
+        // each item's outcome as if it had been delivered alone.
+        let batch_started = Instant::now();
+        let mut batched = match w.destination.deliver_all(&w.channel, &due) {
+            Some(all) => Some(all.await.into_iter()),
+            None => None,
+        };
+        let batch_took = batch_started.elapsed();
         for item in &due {
-            if stop || w.shutdown.is_cancelled() {
+            // Outcomes already known (delivered together) are recorded whatever happens.
+            if batched.is_none() && (stop || w.shutdown.is_cancelled()) {
                 results.push(Delivery {
                     outbox_id: item.id,
                     message_id: item.message_id,
@@ -80,8 +89,13 @@ pub(super) async fn run(w: Worker) {
             }
             let at = now_micros();
             let started = Instant::now();
-            let outcome = w.destination.deliver(&w.channel, item).await;
-            let took = started.elapsed();
+            let (outcome, took) = match batched.as_mut().and_then(Iterator::next) {
+                Some(outcome) => (outcome, batch_took),
+                None => {
+                    let outcome = w.destination.deliver(&w.channel, item).await;
+                    (outcome, started.elapsed())
+                }
+            };
             w.stats.delivery_latency.observe(took);
             let step_name = format!("destination:{}", w.config.id);
             let step = |outcome: &str, detail: String| {

@@ -75,9 +75,23 @@ impl DeliveryError {
 pub type DeliveryFuture<'a> =
     Pin<Box<dyn Future<Output = Result<String, DeliveryError>> + Send + 'a>>;
 
+pub type BatchFuture<'a> =
+    Pin<Box<dyn Future<Output = Vec<Result<String, DeliveryError>>> + Send + 'a>>;
+
 pub trait Destination: Send + Sync {
     /// Delivers one outbox item; on success returns a short note for the trace.
     fn deliver<'a>(&'a self, channel: &'a str, item: &'a OutboxItem) -> DeliveryFuture<'a>;
+
+    /// Delivers several due items at once, one result per item in order, for destinations
+    /// that can do it cheaper than one by one (one store commit for many Bundles). None: the
+    /// outbox delivers them one by one.
+    fn deliver_all<'a>(
+        &'a self,
+        _channel: &'a str,
+        _items: &'a [OutboxItem],
+    ) -> Option<BatchFuture<'a>> {
+        None
+    }
 }
 
 /// What destinations may use of the running engine.
