@@ -109,6 +109,7 @@ pub struct Compiler<'a> {
     pub problems: Vec<Problem>,
     /// Resource names of the mapping being compiled, for `ref:`.
     resources: Vec<String>,
+    functions: Vec<std::sync::Arc<dyn crate::functions::Function>>,
 }
 
 fn marker_of(node: &Node) -> Option<&Marker> {
@@ -123,6 +124,7 @@ impl<'a> Compiler<'a> {
             names,
             problems: Vec::new(),
             resources: Vec::new(),
+            functions: crate::functions::builtin(),
         }
     }
 
@@ -517,10 +519,10 @@ impl<'a> Compiler<'a> {
                 }
                 let func = match self.scalar(map, "fn") {
                     None => None,
-                    Some(s) => match Func::named(s.as_str()) {
-                        Some(f) => Some(f),
+                    Some(s) => match self.functions.iter().find(|f| f.name() == s.as_str()) {
+                        Some(f) => Some(f.clone()),
                         None => {
-                            let known: Vec<&str> = Func::ALL.iter().map(|(n, _)| *n).collect();
+                            let known: Vec<&str> = self.functions.iter().map(|f| f.name()).collect();
                             self.problem(
                                 s.span().start(),
                                 format!("unknown function `{}` (known: {})", s.as_str(), known.join(", ")),

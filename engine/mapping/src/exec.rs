@@ -398,18 +398,8 @@ impl<'a> Run<'_, 'a> {
         let Some(node) = scope.node else {
             return Ok(None);
         };
-        let mut text = match rule.func {
-            Some(Func::HdUri) => hd_uri(&node),
-            Some(f) => {
-                let t = node.text();
-                match f {
-                    Func::Upper => t.to_uppercase(),
-                    Func::Lower => t.to_lowercase(),
-                    Func::Trim => t.trim().to_string(),
-                    Func::BareOid => t.strip_prefix("urn:oid:").unwrap_or(&t).to_string(),
-                    Func::HdUri => unreachable!(),
-                }
-            }
+        let mut text = match &rule.func {
+            Some(f) => f.apply(&node),
             None => node.text().into_owned(),
         };
         if text.is_empty() {
@@ -507,20 +497,5 @@ fn place(out: &mut Map<String, Value>, target: &[Step], values: Vec<Value>) {
         (_, v) => {
             obj.insert(last.name.clone(), v);
         }
-    }
-}
-
-/// An HD (assigning authority, facility) as a URI.
-fn hd_uri(node: &Node<'_>) -> String {
-    let part = |n: usize| node.child(n).map(|c| c.text().into_owned()).unwrap_or_default();
-    let (namespace, universal, kind) = (part(1), part(2), part(3));
-    let is_oid = |s: &str| !s.is_empty() && s.split('.').all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
-    match kind.as_str() {
-        "ISO" if is_oid(&universal) => format!("urn:oid:{universal}"),
-        "URI" | "URL" if !universal.is_empty() => universal,
-        "UUID" if !universal.is_empty() => format!("urn:uuid:{}", universal.to_lowercase()),
-        _ if is_oid(&universal) => format!("urn:oid:{universal}"),
-        _ if is_oid(&namespace) => format!("urn:oid:{namespace}"),
-        _ => String::new(),
     }
 }

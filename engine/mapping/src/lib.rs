@@ -17,6 +17,7 @@ pub mod conceptmap;
 pub mod cond;
 pub mod convert;
 mod exec;
+pub mod functions;
 pub mod golden;
 pub mod input;
 pub mod plan;

@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use crate::cond::Cond;
 use crate::convert::{Primitive, Zone};
+use crate::functions::Function;
 use crate::input::InputPath;
 
 /// Where a rule was written, for errors and traces.
@@ -51,33 +52,6 @@ pub enum Produce {
     Constant,
 }
 
-/// Text functions (`fn:`), applied before a lookup or conversion.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Func {
-    Upper,
-    Lower,
-    Trim,
-    /// An HD (or its OID) as a URI: `urn:oid:` + the universal id when its type is ISO or it
-    /// looks like an OID, the universal id itself when it is a URI.
-    HdUri,
-    /// The text without a leading `urn:oid:`, for systems that want the bare OID.
-    BareOid,
-}
-
-impl Func {
-    pub const ALL: [(&'static str, Func); 5] = [
-        ("upper", Func::Upper),
-        ("lower", Func::Lower),
-        ("trim", Func::Trim),
-        ("hd_uri", Func::HdUri),
-        ("bare_oid", Func::BareOid),
-    ];
-
-    pub fn named(name: &str) -> Option<Func> {
-        Self::ALL.iter().find(|(n, _)| *n == name).map(|(_, f)| *f)
-    }
-}
-
 /// What to do with a code a ConceptMap does not know.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Unmapped {
@@ -105,7 +79,7 @@ pub struct Rule {
     pub when: Option<Cond>,
     /// Which of the selected values to keep, tested on each (relative paths start from it).
     pub filter: Option<Cond>,
-    pub func: Option<Func>,
+    pub func: Option<Arc<dyn Function>>,
     pub lookup: Option<Lookup>,
     pub produce: Produce,
 }
