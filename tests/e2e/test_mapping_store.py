@@ -86,6 +86,25 @@ def test_identity_feed_and_movements_upsert_the_same_resources(engine):
     history = fhir.ok("GET", f"/Patient/{patient['id']}/_history")
     assert len(history["entry"]) == 4, "A28, A01, the A01 again, A08: one version each"
 
+    # Lab results for that patient, twice (a retransmission): two reports, four results,
+    # all on the same Patient, which the lab's demographics do not overwrite.
+    oru = golden_input("../oru.tests/r01-two-orders.hl7")
+    send(engine, oru, with_control_id(oru, "ORU-0001-RESENT"))
+    reports = fhir.search("DiagnosticReport")
+    observations = fhir.search("Observation")
+    assert sorted(r["identifier"][0]["value"] for r in reports) == ["LAB-1", "LAB-2"]
+    assert sorted(o["identifier"][0]["value"] for o in observations) == ["LAB-1-1", "LAB-1-2", "LAB-2-1", "LAB-2-2"]
+    subjects = {r["subject"]["reference"] for r in reports + observations}
+    assert subjects == {f"Patient/{patient['id']}"}, subjects
+    [lipids] = [r for r in reports if r["identifier"][0]["value"] == "LAB-1"]
+    by_id = {o["id"]: o for o in observations}
+    results = [by_id[r["reference"].split("/")[1]] for r in lipids["result"]]
+    assert [o["valueQuantity"]["value"] for o in results] == [2.1, 1.2]
+    assert results[0]["valueQuantity"]["system"] == "http://unitsofmeasure.org"
+    assert fhir.ids("Patient") == {patient["id"]}
+    [after] = fhir.search(f"Patient?identifier={IPP}")
+    assert after["meta"]["versionId"] == patient["meta"]["versionId"], "ORU never overwrites the Patient"
+
 
 def test_a_mapping_failure_is_journaled_with_the_rule_and_nothing_is_written(engine):
     fhir = Fhir(engine, issue_token(engine, "system/*.*"))

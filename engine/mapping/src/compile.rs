@@ -109,6 +109,8 @@ pub struct Compiler<'a> {
     pub problems: Vec<Problem>,
     /// Resource names of the mapping being compiled, for `ref:`.
     resources: Vec<String>,
+    /// Those compiled so far, for `within:`.
+    declared: Vec<String>,
     functions: Vec<std::sync::Arc<dyn crate::functions::Function>>,
 }
 
@@ -124,6 +126,7 @@ impl<'a> Compiler<'a> {
             names,
             problems: Vec::new(),
             resources: Vec::new(),
+            declared: Vec::new(),
             functions: crate::functions::builtin(),
         }
     }
@@ -350,7 +353,9 @@ impl<'a> Compiler<'a> {
         };
         self.known_keys(
             map,
-            &["name", "type", "for", "when", "key", "fields"],
+            &[
+                "name", "type", "for", "within", "when", "key", "on_existing", "fields",
+            ],
             "a resource",
         );
         let name = self.required(map, "name", "a resource")?.as_str().to_string();
@@ -365,6 +370,34 @@ impl<'a> Compiler<'a> {
             );
         }
         let for_each = self.scalar(map, "for").and_then(|s| self.path(s));
+        let within = match self.scalar(map, "within") {
+            None => None,
+            Some(s) if self.declared.iter().any(|d| d == s.as_str()) => Some(s.as_str().to_string()),
+            Some(s) => {
+                self.problem(
+                    s.span().start(),
+                    format!(
+                        "`within: {}` names no resource declared before this one",
+                        s.as_str()
+                    ),
+                );
+                None
+            }
+        };
+        let keep_existing = match self.scalar(map, "on_existing").map(|s| (s.as_str(), s)) {
+            None | Some(("replace", _)) => false,
+            Some(("keep", _)) => true,
+            Some((other, s)) => {
+                self.problem(
+                    s.span().start(),
+                    format!("`on_existing` is `replace` or `keep`, not `{other}`"),
+                );
+                false
+            }
+        };
+        if keep_existing && map.get_node("key").is_none() {
+            self.problem(map.span().start(), "`on_existing` goes with `key`");
+        }
         let when = self.scalar(map, "when").and_then(|s| self.condition(s));
         let key = match map.get_node("key") {
             None => None,
@@ -390,11 +423,14 @@ impl<'a> Compiler<'a> {
                 Template::default()
             }
         };
+        self.declared.push(name.clone());
         Some(ResourcePlan {
             name,
             resource_type,
             pos: self.pos(map.span().start()),
             for_each,
+            within,
+            keep_existing,
             when,
             key,
             template,
@@ -498,22 +534,49 @@ impl<'a> Compiler<'a> {
                 self.known_keys(
                     map,
                     &[
-                        "from", "value", "as", "lookup", "unmapped", "fn", "when", "where",
-                        "fields", "ref",
+                        "from", "in_group", "value", "concat", "as", "lookup", "unmapped", "take",
+                        "fn", "when", "where", "fields", "ref",
                     ],
                     "a rule",
                 );
+                let sources = ["from", "value", "concat"]
+                    .iter()
+                    .filter(|k| map.get_node(k).is_some())
+                    .count();
+                if sources > 1 {
+                    self.problem(
+                        map.span().start(),
+                        "a rule has one of `from:`, `value:` or `concat:`",
+                    );
+                    return None;
+                }
                 let source = match (map.get_node("from"), map.get_node("value")) {
-                    (Some(_), Some(_)) => {
-                        self.problem(map.span().start(), "a rule has `from:` or `value:`, not both");
-                        return None;
+                    _ if map.get_node("concat").is_some() => {
+                        let parts = map.get_node("concat").expect("checked");
+                        if !matches!(parts, Node::Sequence(_)) {
+                            self.problem(marker_of(parts), "`concat` is a list of rules");
+                            return None;
+                        }
+                        Source::Concat(self.rules(parts, false))
                     }
-                    (Some(_), None) => Source::Path(self.scalar(map, "from").and_then(|s| self.path(s))?),
+                    (Some(_), Some(_)) => unreachable!("counted above"),
+                    (Some(_), None) => {
+                        let mut path = self.scalar(map, "from").and_then(|s| self.path(s))?;
+                        path.in_group = map
+                            .get_scalar("in_group")
+                            .is_some_and(|b| b.as_bool() == Some(true));
+                        Source::Path(path)
+                    }
                     (None, Some(v)) => Source::Constant(self.constant(v)?),
                     (None, None) => Source::Here,
                 };
                 let when = self.scalar(map, "when").and_then(|s| self.condition(s));
                 let filter = self.scalar(map, "where").and_then(|s| self.condition(s));
+                if matches!(source, Source::Concat(_))
+                    && (map.get_node("fn").is_some() || map.get_node("lookup").is_some())
+                {
+                    self.problem(map.span().start(), "`concat` takes no `fn` or `lookup` (put them on its parts)");
+                }
                 if filter.is_some() && !matches!(source, Source::Path(_)) {
                     self.problem(map.span().start(), "`where` filters the values of `from:`");
                 }
@@ -553,14 +616,29 @@ impl<'a> Compiler<'a> {
                             Some(("error", _)) => Unmapped::Error,
                             Some((other, _)) => Unmapped::Default(other.to_string()),
                         };
+                        let take = match self.scalar(map, "take").map(|t| (t.as_str(), t)) {
+                            None | Some(("code", _)) => Take::Code,
+                            Some(("display", _)) => Take::Display,
+                            Some(("system", _)) => Take::System,
+                            Some((other, t)) => {
+                                self.problem(
+                                    t.span().start(),
+                                    format!("`take` is code, display or system, not `{other}`"),
+                                );
+                                Take::Code
+                            }
+                        };
                         Some(Lookup {
                             map: s.as_str().to_string(),
                             unmapped,
+                            take,
                         })
                     }
                 };
-                if lookup.is_none() && map.get_node("unmapped").is_some() {
-                    self.problem(map.span().start(), "`unmapped` goes with `lookup`");
+                if lookup.is_none()
+                    && (map.get_node("unmapped").is_some() || map.get_node("take").is_some())
+                {
+                    self.problem(map.span().start(), "`unmapped` and `take` go with `lookup`");
                 }
                 let produce = match (map.get_node("as"), map.get_node("fields"), map.get_node("ref")) {
                     (None, None, None) if matches!(source, Source::Constant(_)) => Produce::Constant,
@@ -607,6 +685,10 @@ impl<'a> Compiler<'a> {
                         return None;
                     }
                 };
+                if matches!(source, Source::Concat(_)) && !matches!(produce, Produce::Primitive(_)) {
+                    self.problem(map.span().start(), "`concat` makes text: it may have `as:` a primitive only");
+                    return None;
+                }
                 if matches!(source, Source::Constant(_))
                     && !matches!(produce, Produce::Constant | Produce::Primitive(_))
                 {

@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 
 use crate::conceptmap::ConceptMap;
 use crate::convert::{Zone, convert};
-use crate::input::{Node, Scope};
+use crate::input::Scope;
 use crate::plan::*;
 
 /// One line of the trace: an element of an output resource, the rule that produced it and
@@ -49,17 +49,17 @@ pub(crate) struct Env<'l> {
     pub conceptmaps: &'l HashMap<String, ConceptMap>,
 }
 
-/// Instances of each resource the message produces: name -> (fullUrl, scope) per instance.
-type Instances<'a> = HashMap<String, Vec<(String, Scope<'a>)>>;
+/// Instances of each resource, by name; each is (fullUrl, scope, parent instance).
+type Instances<'a> = HashMap<String, Vec<(String, Scope<'a>, Option<usize>)>>;
 
 struct Run<'l, 'a> {
     env: &'l Env<'l>,
     zone: Zone,
     instances: Instances<'a>,
-    /// The resource being built, and its instance: `ref:` to a resource produced by the
-    /// same loop picks the same instance.
-    current: (String, usize, Option<String>),
-    loops: HashMap<String, Option<String>>,
+    /// The resource being built: its name, instance and parent instance, for `ref:`.
+    current: (String, usize, Option<usize>),
+    /// Each resource's `within` and `for`, for `ref:`.
+    plans: HashMap<String, (Option<String>, Option<String>)>,
     /// Whether to record the trace (the CLI and the preview do; channels do not, and
     /// then element names are not even formatted).
     tracing: bool,
@@ -104,30 +104,39 @@ pub(crate) fn run(
     let root = Scope::message(message);
     // Which instances exist, first: a reference may point to a resource declared later.
     let mut instances: Instances<'_> = HashMap::new();
-    let mut loops = HashMap::new();
+    let mut plans = HashMap::new();
     for r in &mapping.resources {
-        loops.insert(r.name.clone(), r.for_each.as_ref().map(|p| p.text.clone()));
-        let scopes: Vec<Scope<'_>> = match &r.for_each {
-            None => vec![root],
-            Some(path) => root
-                .select(path)
-                .into_iter()
-                .filter(|n| !n.is_empty())
-                .map(|n| match n {
-                    Node::Segment(s) => Scope {
-                        group: root.group_of(&s),
-                        ..root.with_node(n)
-                    },
-                    other => root.with_node(other),
-                })
+        plans.insert(
+            r.name.clone(),
+            (r.within.clone(), r.for_each.as_ref().map(|p| p.text.clone())),
+        );
+        // Where its instances are looked for: the message, or each instance of its parent.
+        let places: Vec<(Scope<'_>, Option<usize>)> = match &r.within {
+            None => vec![(root, None)],
+            Some(parent) => instances[parent]
+                .iter()
+                .enumerate()
+                .map(|(i, (_, scope, _))| (*scope, Some(i)))
                 .collect(),
         };
-        let kept: Vec<(String, Scope<'_>)> = scopes
-            .into_iter()
-            .filter(|s| r.when.as_ref().is_none_or(|c| c.holds(s)))
-            .enumerate()
-            .map(|(i, s)| (full_url(&mapping.id, message, &r.name, i), s))
-            .collect();
+        let mut kept = Vec::new();
+        for (place, parent) in places {
+            let scopes: Vec<Scope<'_>> = match &r.for_each {
+                None => vec![place],
+                Some(path) => place
+                    .select(path)
+                    .into_iter()
+                    .filter(|n| !n.is_empty())
+                    .map(|n| place.enter(n))
+                    .collect(),
+            };
+            for scope in scopes {
+                if r.when.as_ref().is_none_or(|c| c.holds(&scope)) {
+                    let url = full_url(&mapping.id, message, &r.name, kept.len());
+                    kept.push((url, scope, parent));
+                }
+            }
+        }
         instances.insert(r.name.clone(), kept);
     }
     let mut run = Run {
@@ -135,7 +144,7 @@ pub(crate) fn run(
         zone: mapping.zone,
         instances,
         current: (String::new(), 0, None),
-        loops,
+        plans,
         tracing,
         trace: Vec::new(),
         depth: 0,
@@ -143,22 +152,27 @@ pub(crate) fn run(
     let mut entries = Vec::new();
     for r in &mapping.resources {
         let list = run.instances[&r.name].clone();
-        for (i, (url, scope)) in list.into_iter().enumerate() {
-            run.current = (r.name.clone(), i, run.loops[&r.name].clone());
+        for (i, (url, scope, parent)) in list.into_iter().enumerate() {
+            run.current = (r.name.clone(), i, parent);
             let element = format!("{}[{i}]", r.name);
             let mut body = Map::new();
             body.insert("resourceType".into(), Value::String(r.resource_type.clone()));
             run.template(&r.template, &scope, &mut body, &element)?;
             let body = kept(body).unwrap_or_else(|| json!({}));
-            let request = match &r.key {
-                Some((param, rule)) => match run.values(rule, &scope, &format!("{element}.key"), None)?.first() {
-                    Some(v) => json!({
-                        "method": "PUT",
-                        "url": format!("{}?{param}={}", r.resource_type, encode(&token(v)))
-                    }),
-                    None => json!({ "method": "POST", "url": r.resource_type }),
-                },
-                None => json!({ "method": "POST", "url": r.resource_type }),
+            let key = match &r.key {
+                Some((param, rule)) => run
+                    .values(rule, &scope, &format!("{element}.key"), None)?
+                    .first()
+                    .map(|v| format!("{param}={}", encode(&token(v)))),
+                None => None,
+            };
+            let t = &r.resource_type;
+            let request = match key {
+                Some(k) if r.keep_existing => {
+                    json!({ "method": "POST", "url": t, "ifNoneExist": k })
+                }
+                Some(k) => json!({ "method": "PUT", "url": format!("{t}?{k}") }),
+                None => json!({ "method": "POST", "url": t }),
             };
             entries.push(json!({ "fullUrl": url, "resource": body, "request": request }));
         }
@@ -289,6 +303,29 @@ impl<'a> Run<'_, 'a> {
                     out.push(v);
                 }
             }
+            Source::Concat(parts) => {
+                if rule.when.as_ref().is_none_or(|w| w.holds(scope)) {
+                    let mut text = String::new();
+                    for part in parts {
+                        if let Some(v) = self.values(part, scope, element, None)?.first() {
+                            match v {
+                                Value::String(s) => text.push_str(s),
+                                other => text.push_str(&other.to_string()),
+                            }
+                        }
+                    }
+                    if !text.is_empty() {
+                        let p = match rule.produce {
+                            Produce::Primitive(p) => p,
+                            _ => crate::convert::Primitive::String,
+                        };
+                        let v = convert(&text, p, self.zone)
+                            .map_err(|m| self.error(rule, "concat", m))?;
+                        self.traced(&at(0), rule, "concat");
+                        out.push(v);
+                    }
+                }
+            }
             Source::Here => {
                 if rule.when.as_ref().is_none_or(|w| w.holds(scope)) {
                     out.extend(self.produce(rule, scope, &at(0), "(this value)")?);
@@ -302,13 +339,7 @@ impl<'a> Run<'_, 'a> {
                     if node.is_empty() {
                         continue;
                     }
-                    let inner = match node {
-                        Node::Segment(s) => Scope {
-                            group: scope.group_of(&s),
-                            ..scope.with_node(node)
-                        },
-                        n => scope.with_node(n),
-                    };
+                    let inner = scope.enter(node);
                     if rule.filter.as_ref().is_some_and(|w| !w.holds(&inner)) {
                         continue;
                     }
@@ -376,19 +407,39 @@ impl<'a> Run<'_, 'a> {
                 result
             }
             Produce::Ref(name) => {
-                let list = &self.instances[name];
-                let same_loop = self.loops[name].is_some() && self.loops[name] == self.current.2;
-                let urls: Vec<String> = if same_loop {
-                    list.get(self.current.1).map(|(u, _)| u.clone()).into_iter().collect()
-                } else {
-                    list.iter().map(|(u, _)| u.clone()).collect()
-                };
+                let urls = self.refs(name);
                 if !urls.is_empty() {
                     let input = format!("ref {name}");
                     self.traced(element, rule, &input);
                 }
                 Ok(urls.into_iter().map(|u| json!({ "reference": u })).collect())
             }
+        }
+    }
+
+    /// The fullUrls `ref: name` points to from the resource being built: its parent when
+    /// `name` is the resource it is made within, its children when `name` is made within it,
+    /// the same instance when both loop over the same path, else every instance.
+    fn refs(&self, name: &str) -> Vec<String> {
+        let list = &self.instances[name];
+        let (current, index, parent) = &self.current;
+        let (their_within, their_for) = &self.plans[name];
+        let (my_within, my_for) = &self.plans[current];
+        let pick = |keep: &dyn Fn(usize, Option<usize>) -> bool| -> Vec<String> {
+            list.iter()
+                .enumerate()
+                .filter(|(i, (_, _, p))| keep(*i, *p))
+                .map(|(_, (u, _, _))| u.clone())
+                .collect()
+        };
+        if my_within.as_deref() == Some(name) {
+            pick(&|i, _| Some(i) == *parent)
+        } else if their_within.as_deref() == Some(current.as_str()) {
+            pick(&|_, p| p == Some(*index))
+        } else if their_for.is_some() && their_for == my_for && their_within == my_within {
+            pick(&|i, _| i == *index)
+        } else {
+            pick(&|_, _| true)
         }
     }
 
@@ -407,8 +458,13 @@ impl<'a> Run<'_, 'a> {
         }
         if let Some(lookup) = &rule.lookup {
             let map = &self.env.conceptmaps[&lookup.map];
-            match map.lookup(&text) {
-                Some(t) => text = t.code.clone(),
+            let found = map.lookup(&text).and_then(|t| match lookup.take {
+                Take::Code => Some(t.code.clone()),
+                Take::Display => t.display.clone(),
+                Take::System => t.system.clone(),
+            });
+            match found {
+                Some(t) => text = t,
                 None => match &lookup.unmapped {
                     Unmapped::Keep => {}
                     Unmapped::Drop => return Ok(None),

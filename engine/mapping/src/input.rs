@@ -1,6 +1,7 @@
 //! Paths into an HL7 v2 message, and the values they select.
 //!
-//! Absolute paths name a segment: `PID-5`, `PID-3[*]`, `OBX[*]-5.1`, `PID-11[2].4`.
+//! Absolute paths name a segment: `PID-5`, `PID-3[*]`, `OBX[*]-5.1`, `PID-11[2].4`, or only
+//! segments (`OBR[*]`, `NK1[2]`: for loops over segment groups).
 //! Relative paths start with a dot and go down from the value in hand: in a map applied to
 //! `PID-3[*]` (a CX), `.4` is its fourth component; in a map applied to a component (CX.4, an
 //! HD), `.2` is the second subcomponent. That is how datatype maps nest.
@@ -8,6 +9,7 @@
 //! Inside a loop over segments (`for: OBR[*]`) a path naming a segment that occurs in the
 //! loop's group (the looped segment and those after it up to the next one of its kind) is
 //! read in that group: `OBX[*]-5` under `for: OBR[*]` gives the results of that order only.
+//! A segment not in the group is the nearest one before it (`PID`, the order's `ORC`).
 
 use std::borrow::Cow;
 
@@ -30,6 +32,9 @@ pub struct InputPath {
     pub field: Option<(usize, Pick)>,
     /// Components, then subcomponents, going down.
     pub down: Vec<usize>,
+    /// Read only in the current segment group, never looked up before it (`in_group: true`):
+    /// the NTE notes of this OBX, not of an earlier one.
+    pub in_group: bool,
 }
 
 impl InputPath {
@@ -74,6 +79,7 @@ impl InputPath {
             segment: None,
             field: None,
             down: Vec::new(),
+            in_group: false,
         };
         if !t.starts_with('.') {
             let id = t.get(..3).unwrap_or(t);
@@ -90,6 +96,10 @@ impl InputPath {
             pos = 3;
             let occurrence = pick(&mut pos, "segment occurrence")?;
             path.segment = Some((id.to_string(), occurrence));
+            // A segment alone (`OBX[*]`): the segments themselves, for loops over groups.
+            if pos == bytes.len() && t.len() > 3 {
+                return Ok(path);
+            }
             if bytes.get(pos) != Some(&b'-') {
                 return Err(format!(
                     "`{t}`: a field number is expected after the segment (e.g. {id}-3)"
@@ -193,9 +203,10 @@ pub struct Scope<'a> {
 
 impl<'a> Scope<'a> {
     pub fn message(message: &'a Message<'a>) -> Self {
+        let all = (0, message.segment_count());
         Scope {
             message,
-            group: (0, message.segment_count()),
+            group: all,
             node: None,
         }
     }
@@ -214,7 +225,7 @@ impl<'a> Scope<'a> {
         let starts: Vec<Node<'a>> = match &path.segment {
             None => self.node.into_iter().collect(),
             Some((id, occurrence)) => self
-                .segments(id)
+                .segments(id, path.in_group)
                 .into_iter()
                 .enumerate()
                 .filter(|(i, _)| match occurrence {
@@ -241,33 +252,60 @@ impl<'a> Scope<'a> {
         out
     }
 
-    /// The segments named `id` in the group when the group has any, else in the message.
-    pub fn segments(&self, id: &str) -> Vec<Segment<'a>> {
+    /// The segments named `id` in the group when it has any; else the nearest one before
+    /// the group (looking up, never sideways): inside an OBX, `OBR-3` is its order's and
+    /// `PID-3` the patient's, but `NTE[*]` only the notes of this OBX.
+    pub fn segments(&self, id: &str, in_group: bool) -> Vec<Segment<'a>> {
         let (start, end) = self.group;
-        let in_group: Vec<Segment<'a>> = self
+        let found: Vec<Segment<'a>> = self
             .message
             .segments()
             .skip(start)
-            .take(end - start)
+            .take(end.saturating_sub(start))
             .filter(|s| s.id() == id)
             .collect();
-        if !in_group.is_empty() {
-            return in_group;
+        if !found.is_empty() || in_group {
+            return found;
         }
-        self.message.segments().filter(|s| s.id() == id).collect()
+        let before: Vec<Segment<'a>> = self.message.segments().take(start).collect();
+        before
+            .into_iter()
+            .rev()
+            .find(|s| s.id() == id)
+            .into_iter()
+            .collect()
+    }
+
+    /// The scope of a selected value: a segment brings its group, nested in this one.
+    pub fn enter(&self, node: Node<'a>) -> Scope<'a> {
+        match node {
+            Node::Segment(s) => Scope {
+                message: self.message,
+                group: self.group_of(&s),
+                node: Some(node),
+            },
+            other => self.with_node(other),
+        }
     }
 
     /// The group a looped segment heads: it and the segments after it, up to the next segment
-    /// with its id.
+    /// with its id or the end of the current group.
     pub fn group_of(&self, segment: &Segment<'a>) -> (usize, usize) {
-        let start = segment.position();
+        // `position` counts from 1; groups are indexes from 0.
+        let start = segment.position() - 1;
+        let limit = if (self.group.0..self.group.1).contains(&start) {
+            self.group.1
+        } else {
+            self.message.segment_count()
+        };
         let end = self
             .message
             .segments()
             .skip(start + 1)
+            .take(limit.saturating_sub(start + 1))
             .find(|s| s.id() == segment.id())
-            .map_or(self.group.1.max(start + 1), |s| s.position());
-        (start, end.min(self.message.segment_count()).max(start + 1))
+            .map_or(limit, |s| s.position() - 1);
+        (start, end.max(start + 1))
     }
 }
 
@@ -295,6 +333,8 @@ mod tests {
         let r = InputPath::parse(".4.2").unwrap();
         assert!(r.segment.is_none() && r.down == vec![4, 2] && !r.is_multi());
         assert!(InputPath::parse("OBX[*]-5").unwrap().is_multi());
+        let seg = InputPath::parse("OBX[*]").unwrap();
+        assert!(seg.field.is_none() && seg.is_multi());
         for bad in ["PID", "pid-3", "PID-0", "PID-3.1.2.3", ".", "PID-3[x]", "PID-3 4"] {
             assert!(InputPath::parse(bad).is_err(), "{bad}");
         }

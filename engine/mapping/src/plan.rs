@@ -35,6 +35,8 @@ pub enum Source {
     Here,
     /// A constant (`value:`).
     Constant(Value),
+    /// The texts of several rules, one after the other (`concat:`).
+    Concat(Vec<Rule>),
 }
 
 /// What a rule makes of each value.
@@ -65,10 +67,19 @@ pub enum Unmapped {
     Default(String),
 }
 
+/// Which part of a ConceptMap's target a lookup gives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Take {
+    Code,
+    Display,
+    System,
+}
+
 #[derive(Debug, Clone)]
 pub struct Lookup {
     pub map: String,
     pub unmapped: Unmapped,
+    pub take: Take,
 }
 
 #[derive(Debug, Clone)]
@@ -128,6 +139,12 @@ pub struct ResourcePlan {
     pub pos: Pos,
     /// One resource per value selected (segments: with their group).
     pub for_each: Option<InputPath>,
+    /// The resource whose instances this one's are made inside (`for` is then read in each
+    /// of that resource's groups): observations within their report.
+    pub within: Option<String>,
+    /// What an upsert does when a resource with the key exists: replace it (a conditional
+    /// update, the default) or keep it (a conditional create: `ifNoneExist`).
+    pub keep_existing: bool,
     pub when: Option<Cond>,
     /// Search parameter and the rule giving its value: the resource is upserted through
     /// `PUT Type?param=value` (conditional update) instead of created.
