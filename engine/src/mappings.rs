@@ -28,14 +28,26 @@ pub enum MappingsAction {
     Run {
         #[command(flatten)]
         common: CommonArgs,
-        /// The mapping's id.
+        /// The mapping's id (default: the first mapping that takes the message's type).
         #[arg(long)]
-        mapping: String,
+        mapping: Option<String>,
         /// An HL7 v2 message file.
         file: PathBuf,
         /// Print the Bundle only.
         #[arg(long)]
         no_trace: bool,
+    },
+    /// Run the mappings over message files (`*.hl7`, `*.er7`, folders walked) and report, per
+    /// message type, the fields present and those mapped; exits non-zero when a mapping fails.
+    Coverage {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// Files or folders of messages.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Write each output Bundle to this folder.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
 }
 
@@ -103,14 +115,24 @@ pub fn run(action: MappingsAction) -> Result<ExitCode> {
             no_trace,
         } => {
             let library = library(&common)?;
-            let Some(m) = library.mapping(&mapping) else {
-                let ids: Vec<&str> = library.mappings().iter().map(|m| m.id.as_str()).collect();
-                bail!("no mapping `{mapping}` (mappings: {})", ids.join(", "));
-            };
             let bytes =
                 std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
             let message = passerelle_hl7v2::Message::parse(&bytes)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            let ids: Vec<String> = library.mappings().iter().map(|m| m.id.clone()).collect();
+            let chosen = match &mapping {
+                Some(id) => library.mapping(id),
+                None => library.for_message(&ids, &message),
+            };
+            let Some(m) = chosen else {
+                match mapping {
+                    Some(id) => bail!("no mapping `{id}` (mappings: {})", ids.join(", ")),
+                    None => bail!(
+                        "no mapping takes this message's type (mappings: {})",
+                        ids.join(", ")
+                    ),
+                }
+            };
             let output = library
                 .run_traced(m, &message)
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -122,6 +144,24 @@ pub fn run(action: MappingsAction) -> Result<ExitCode> {
                 }
             }
             Ok(ExitCode::SUCCESS)
+        }
+        MappingsAction::Coverage { common, paths, out } => {
+            let library = library(&common)?;
+            if let Some(dir) = &out {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+            }
+            let files = passerelle_mapping::coverage::message_files(&paths);
+            if files.is_empty() {
+                bail!("no message files (*.hl7, *.er7) under the paths given");
+            }
+            let report = passerelle_mapping::coverage::run(&library, &files, out.as_deref());
+            print!("{report}");
+            Ok(if report.errors.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
     }
 }

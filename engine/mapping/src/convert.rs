@@ -281,8 +281,9 @@ pub fn convert(text: &str, to: Primitive, zone: Zone) -> Result<Value, String> {
             Value::Number(i.into())
         }
         Primitive::Boolean => match text.trim() {
-            "Y" | "y" | "T" | "1" | "true" => Value::Bool(true),
-            "N" | "n" | "F" | "0" | "false" => Value::Bool(false),
+            // Table 0136 is Y/N; some senders write the words.
+            "Y" | "y" | "T" | "1" | "true" | "YES" | "Yes" => Value::Bool(true),
+            "N" | "n" | "F" | "0" | "false" | "NO" | "No" => Value::Bool(false),
             other => return Err(format!("`{other}` is not a yes/no value (Y or N)")),
         },
     })

@@ -42,6 +42,9 @@ impl std::fmt::Display for RunError {
 pub struct Output {
     pub bundle: Value,
     pub trace: Vec<TraceLine>,
+    /// The fields (`PID-5`) whose values went into the output (traced runs only): what the
+    /// coverage report compares with the fields the message has.
+    pub covered: std::collections::BTreeSet<(String, usize)>,
 }
 
 pub(crate) struct Env<'l> {
@@ -64,6 +67,7 @@ struct Run<'l, 'a> {
     /// then element names are not even formatted).
     tracing: bool,
     trace: Vec<TraceLine>,
+    covered: std::collections::BTreeSet<(String, usize)>,
     depth: usize,
 }
 
@@ -147,6 +151,7 @@ pub(crate) fn run(
         plans,
         tracing,
         trace: Vec::new(),
+        covered: Default::default(),
         depth: 0,
     };
     let mut entries = Vec::new();
@@ -180,6 +185,7 @@ pub(crate) fn run(
     Ok(Output {
         bundle: json!({ "resourceType": "Bundle", "type": "transaction", "entry": entries }),
         trace: run.trace,
+        covered: run.covered,
     })
 }
 
@@ -344,7 +350,14 @@ impl<'a> Run<'_, 'a> {
                         continue;
                     }
                     let here = at(out.len());
-                    out.extend(self.produce(rule, &inner, &here, &path.text)?);
+                    let produced = self.produce(rule, &inner, &here, &path.text)?;
+                    if self.tracing
+                        && !produced.is_empty()
+                        && let (Some((seg, _)), Some((field, _))) = (&path.segment, path.field)
+                    {
+                        self.covered.insert((seg.clone(), field));
+                    }
+                    out.extend(produced);
                 }
             }
         }

@@ -16,6 +16,7 @@ pub mod compile;
 pub mod conceptmap;
 pub mod cond;
 pub mod convert;
+pub mod coverage;
 mod exec;
 pub mod functions;
 pub mod golden;

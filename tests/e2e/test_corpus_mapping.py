@@ -1,0 +1,51 @@
+"""The public HL7 v2 corpus (the LinuxForHealth converter's 139 messages and the ANS PAM FR
+samples) through the bundled mappings with `passerelle mappings coverage`: no message makes a
+mapping fail, every message is either mapped or reported with its reason (no mapping yet for
+its type, or refused by the parser), and every resource produced validates with
+`fhir.resources`. The coverage table is printed (`pytest -s`) and by `.ci/run`."""
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import binary
+from test_fhir import validate
+
+CORPUS = os.environ.get("PASSERELLE_CORPUS")
+
+
+@pytest.fixture
+def corpus():
+    if not CORPUS:
+        pytest.skip("PASSERELLE_CORPUS is not set: the corpus tests need the shared corpus")
+    return Path(CORPUS).resolve()
+
+
+def test_every_corpus_message_maps_or_is_reported_with_its_reason(corpus, tmp_path):
+    sources = [corpus / "hl7v2-fhir-converter", corpus / "ansforge-hl7v2"]
+    out = subprocess.run(
+        [str(binary()), "mappings", "coverage", "--out", str(tmp_path), *map(str, sources)],
+        capture_output=True, text=True,
+    )
+    print(out.stdout)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "ERROR" not in out.stdout
+    table = out.stdout.split("no mapping yet:")[0].splitlines()[1:]
+    rows = {line.split()[0]: line.split() for line in table if line.strip()}
+    assert {"ADT^A01", "ADT^A08", "ADT^A28", "ORU^R01"} <= rows.keys(), out.stdout
+    # Every message is accounted for: mapped, waiting for its mapping, or refused.
+    mapped = int(rows["all"][1])
+    waiting = sum(int(n.strip("(),")) for n in out.stdout.split("no mapping yet:")[1].split()[1::2])
+    refused = out.stdout.count("rejected by the parser:")
+    files = [p for s in sources for p in s.rglob("*") if p.suffix in (".hl7", ".er7")]
+    assert mapped + waiting + refused == len(files), (mapped, waiting, refused, len(files))
+    bundles = sorted(tmp_path.glob("*.json"))
+    assert len(bundles) == mapped
+    for path in bundles:
+        bundle = json.loads(path.read_text())
+        validate(bundle)
+        for entry in bundle["entry"]:
+            validate(entry["resource"])
