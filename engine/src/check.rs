@@ -53,7 +53,10 @@ pub fn run(args: &CommonArgs) -> Report {
             .into_iter()
             .map(|p| Diagnostic::new(&p.file, p.line, p.column, p.message)),
     );
-    let mut loaded = load_dir_with(&args.channels_dir(&file), &std::sync::Arc::new(library));
+    let mut loaded = load_dir_with(
+        &args.channels_dir(&file),
+        &passerelle_mapping::live::Live::fixed(library),
+    );
     problems.append(&mut loaded.problems);
     let paused = loaded
         .channels

@@ -28,8 +28,8 @@ pub async fn run(settings: Settings) -> Result<()> {
     settings.check_tls()?;
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("creating the data dir {}", settings.data_dir.display()))?;
-    let (library, problems) =
-        passerelle_mapping::Library::load(&settings.mappings_dir, &settings.conceptmaps_dir);
+    let (mappings, problems) =
+        passerelle_mapping::live::Live::load(&settings.mappings_dir, &settings.conceptmaps_dir);
     if !problems.is_empty() {
         let problems = problems
             .into_iter()
@@ -38,7 +38,7 @@ pub async fn run(settings: Settings) -> Result<()> {
         return Err(anyhow!(Diagnostics(problems))
             .context("the mappings have errors (see `passerelle check`)"));
     }
-    let loaded = load_dir_with(&settings.channels_dir, &Arc::new(library));
+    let loaded = load_dir_with(&settings.channels_dir, &mappings);
     if !loaded.problems.is_empty() {
         return Err(anyhow!(Diagnostics(loaded.problems))
             .context("the channels have errors (see `passerelle check`)"));
@@ -94,7 +94,7 @@ pub async fn run(settings: Settings) -> Result<()> {
         policy: Arc::new(SmartScopes),
         audit: Arc::new(StoreAudit::start(store.clone())),
     };
-    let state = AppState::new(runtime.clone(), mllp_stats, fhir);
+    let state = AppState::new(runtime.clone(), mllp_stats, fhir, mappings.clone());
     let http = TcpListener::bind(settings.http)
         .await
         .with_context(|| format!("HTTP address {}", settings.http))?;
@@ -113,6 +113,7 @@ pub async fn run(settings: Settings) -> Result<()> {
         })
     };
     let retention = tokio::spawn(retention_loop(journal.clone(), settings.clone()));
+    let watcher = tokio::spawn(watch_mappings(mappings.clone()));
     state.ready.store(true, Ordering::Release);
     tracing::info!(data_dir = %settings.data_dir.display(), "passerelle is ready");
 
@@ -126,6 +127,7 @@ pub async fn run(settings: Settings) -> Result<()> {
         }
     }
     retention.abort();
+    watcher.abort();
     runtime.stop().await;
     stop_http.cancel();
     let _ = http_task.await;
@@ -168,4 +170,36 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+/// Reloads the mappings when their files change (checked every two seconds): a library with
+/// problems is refused, with each problem logged, and the one in use stays.
+async fn watch_mappings(mappings: Arc<passerelle_mapping::live::Live>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let live = mappings.clone();
+        match tokio::task::spawn_blocking(move || live.reload(false)).await {
+            Ok(reload) => log_reload(&reload),
+            Err(e) => tracing::error!(error = %e, "mapping reload failed"),
+        }
+    }
+}
+
+pub fn log_reload(reload: &passerelle_mapping::live::Reload) {
+    use passerelle_mapping::live::Reload;
+    match reload {
+        Reload::Unchanged => {}
+        Reload::Swapped(n) => tracing::info!(mappings = n, "mappings reloaded"),
+        Reload::Refused(problems) => {
+            for p in problems {
+                tracing::error!("{p}");
+            }
+            tracing::error!(
+                problems = problems.len(),
+                "mappings not reloaded: the ones in use stay (see `passerelle check`)"
+            );
+        }
+    }
 }

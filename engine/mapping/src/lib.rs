@@ -21,6 +21,7 @@ mod exec;
 pub mod functions;
 pub mod golden;
 pub mod input;
+pub mod live;
 pub mod plan;
 
 use std::collections::HashMap;

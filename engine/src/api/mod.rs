@@ -4,6 +4,7 @@
 mod auth;
 mod extract;
 pub mod fhir;
+mod mappings;
 mod messages;
 
 use std::sync::Arc;
@@ -21,6 +22,8 @@ use crate::runtime::Runtime;
 
 pub struct AppState {
     pub runtime: Arc<Runtime>,
+    /// The mapping library in use (reloaded when its files change).
+    pub mappings: Arc<passerelle_mapping::live::Live>,
     pub started: Instant,
     /// False until the listeners are up, and again while shutting down.
     pub ready: AtomicBool,
@@ -34,9 +37,11 @@ impl AppState {
         runtime: Arc<Runtime>,
         mllp_connections: Arc<passerelle_connectors::mllp::ServerStats>,
         fhir: fhir::FhirApi,
+        mappings: Arc<passerelle_mapping::live::Live>,
     ) -> Arc<Self> {
         Arc::new(Self {
             runtime,
+            mappings,
             started: Instant::now(),
             ready: AtomicBool::new(false),
             tokens: auth::TokenCache::default(),
@@ -52,6 +57,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/messages", get(messages::list))
         .route("/messages/{id}", get(messages::detail))
         .route("/messages/{id}/reprocess", post(messages::reprocess))
+        .route("/mappings", get(mappings::list))
+        .route("/mappings/reload", post(mappings::reload))
+        .route("/mappings/{id}/preview", post(mappings::preview))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,

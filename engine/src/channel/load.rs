@@ -11,6 +11,7 @@ use marked_yaml::Spanned;
 use passerelle_hl7v2::{Charset, Path as FieldPath};
 use passerelle_mapping::Library;
 use passerelle_mapping::compile::load_error_marker;
+use passerelle_mapping::live::Live;
 
 use super::destination::{DestinationConfig, DestinationKind};
 use super::doc::*;
@@ -28,12 +29,12 @@ pub struct LoadedChannels {
 
 /// Loads every `*.yaml` / `*.yml` file of a directory, in name order, with no mappings.
 pub fn load_dir(dir: &Path) -> LoadedChannels {
-    load_dir_with(dir, &Arc::new(Library::default()))
+    load_dir_with(dir, &Live::fixed(Library::default()))
 }
 
 /// Loads every `*.yaml` / `*.yml` file of a directory, in name order; `mapping` transforms
 /// name mappings of `library`.
-pub fn load_dir_with(dir: &Path, library: &Arc<Library>) -> LoadedChannels {
+pub fn load_dir_with(dir: &Path, library: &Arc<Live>) -> LoadedChannels {
     let mut out = LoadedChannels::default();
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
@@ -100,7 +101,7 @@ pub fn load_dir_with(dir: &Path, library: &Arc<Library>) -> LoadedChannels {
     out
 }
 
-pub fn load_file(file: &Path, library: &Arc<Library>) -> Result<Channel, Vec<Diagnostic>> {
+pub fn load_file(file: &Path, library: &Arc<Live>) -> Result<Channel, Vec<Diagnostic>> {
     let text = std::fs::read_to_string(file)
         .map_err(|e| vec![Diagnostic::new(file, 0, 0, format!("cannot read: {e}"))])?;
     parse_with(file, &text, library)
@@ -108,13 +109,13 @@ pub fn load_file(file: &Path, library: &Arc<Library>) -> Result<Channel, Vec<Dia
 
 /// A channel file with no mappings available.
 pub fn parse(file: &Path, text: &str) -> Result<Channel, Vec<Diagnostic>> {
-    parse_with(file, text, &Arc::new(Library::default()))
+    parse_with(file, text, &Live::fixed(Library::default()))
 }
 
 pub fn parse_with(
     file: &Path,
     text: &str,
-    library: &Arc<Library>,
+    library: &Arc<Live>,
 ) -> Result<Channel, Vec<Diagnostic>> {
     let options = marked_yaml::LoaderOptions::default()
         .error_on_duplicate_keys(true)
@@ -190,7 +191,7 @@ fn friendly_serde_message(message: &str) -> String {
 struct Checker<'f> {
     file: &'f Path,
     text: &'f str,
-    library: &'f Arc<Library>,
+    library: &'f Arc<Live>,
     problems: Vec<Diagnostic>,
     missing_vars: Vec<String>,
 }
@@ -711,14 +712,12 @@ impl Checker<'_> {
                     );
                     return None;
                 };
+                let library = self.library.get();
                 for id in ids {
-                    if self.library.mapping(id.as_str()).is_none() {
-                        let mut known: Vec<&str> = self
-                            .library
-                            .mappings()
-                            .iter()
-                            .map(|m| m.id.as_str())
-                            .collect();
+                    self.library.require(id.as_str());
+                    if library.mapping(id.as_str()).is_none() {
+                        let mut known: Vec<&str> =
+                            library.mappings().iter().map(|m| m.id.as_str()).collect();
                         known.sort();
                         self.error(
                             id,

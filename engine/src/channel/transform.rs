@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use passerelle_hl7v2::Message;
-use passerelle_mapping::Library;
+use passerelle_mapping::live::Live;
 
 /// What the transform decided for one message.
 #[derive(Debug, Clone, PartialEq)]
@@ -78,7 +78,8 @@ impl Transform for RouteByMessageType {
 /// Maps the message to FHIR with the first of its mappings that takes its type: the output
 /// is a transaction Bundle (JSON) for the destinations (a `fhir-store` one applies it).
 pub struct MapToFhir {
-    pub library: Arc<Library>,
+    /// The library in use: a reload swaps it between two messages.
+    pub library: Arc<Live>,
     pub mappings: Vec<String>,
     pub destinations: Vec<String>,
 }
@@ -89,7 +90,8 @@ impl Transform for MapToFhir {
     }
 
     fn apply(&self, message: &Message<'_>) -> Result<Routing, String> {
-        let Some(mapping) = self.library.for_message(&self.mappings, message) else {
+        let library = self.library.get();
+        let Some(mapping) = library.for_message(&self.mappings, message) else {
             let h = message.header();
             return Ok(Routing::Drop(format!(
                 "no mapping for {}^{} (mappings: {})",
@@ -98,8 +100,7 @@ impl Transform for MapToFhir {
                 self.mappings.join(", ")
             )));
         };
-        let output = self
-            .library
+        let output = library
             .run(mapping, message)
             .map_err(|e| format!("mapping `{}`: {e}", mapping.id))?;
         let payload = serde_json::to_vec(&output.bundle).map_err(|e| e.to_string())?;

@@ -1,0 +1,94 @@
+"""The mapping tools of a running engine: `POST /api/mappings/{id}/preview` (message in,
+Bundle and trace out, nothing written), `GET /api/mappings`, and reloading: an edited mapping
+file is picked up without a restart, a broken one is refused with its file:line:col and the
+mappings in use stay."""
+
+import json
+import shutil
+import time
+import urllib.request
+
+import pytest
+
+from conftest import ROOT, Engine, send_messages
+from test_fhir import Fhir, issue_token
+
+A01 = (ROOT / "mappings" / "hl7v2" / "adt.tests" / "a01-admit.hl7").read_text().replace("\n", "\r")
+
+
+@pytest.fixture
+def mappings(tmp_path):
+    copy = tmp_path / "mappings"
+    shutil.copytree(ROOT / "mappings", copy)
+    return copy
+
+
+@pytest.fixture
+def engine(tmp_path, mappings):
+    e = Engine(tmp_path / "run", ROOT / "channels", env={"PASSERELLE_MAPPINGS": str(mappings)})
+    e.workdir.mkdir()
+    e.start()
+    yield e
+    e.stop()
+
+
+def post(engine: Engine, path: str, body: bytes = b""):
+    request = urllib.request.Request(engine.base + path, data=body, method="POST")
+    request.add_header("Authorization", f"Bearer {engine.token}")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_preview_maps_without_writing(engine):
+    status, out = post(engine, "/api/mappings/adt/preview", A01.encode())
+    assert status == 200, out
+    kinds = [e["resource"]["resourceType"] for e in out["bundle"]["entry"]]
+    assert kinds == ["Patient", "Encounter"]
+    gender = next(t for t in out["trace"] if t["element"] == "patient[0].gender")
+    assert gender["input"] == "PID-8" and gender["rule"].endswith("hl7v2/adt.yaml:49:15"), gender
+    assert "PID-5" in out["fields_used"] and "PV1-19" in out["fields_used"]
+    fhir = Fhir(engine, issue_token(engine, "system/*.read"))
+    assert fhir.search("Patient") == [], "a preview writes nothing"
+
+    status, out = post(engine, "/api/mappings/adt/preview", A01.replace("PV1|1|I|", "PV1|1|Q|").encode())
+    assert status == 422 and "patient-class" in out["error"] and out["input"] == "PV1-2", out
+    assert out["rule"].endswith("hl7v2/adt.yaml:67:17"), out
+    assert post(engine, "/api/mappings/nope/preview", A01.encode())[0] == 404
+    assert post(engine, "/api/mappings/adt/preview", b"not hl7")[0] == 400
+    listed = engine.http("GET", "/api/mappings")[1]
+    assert {m["id"] for m in listed} == {"adt", "oru"}
+
+
+def test_an_edited_mapping_is_used_without_a_restart_and_a_broken_one_is_refused(engine, mappings):
+    adt = mappings / "hl7v2" / "adt.yaml"
+    text = adt.read_text()
+    edited = text.replace(
+        "      birthDate: { from: PID-7, as: date }",
+        "      birthDate: { from: PID-7, as: date }\n      active: { value: \"true\", as: boolean }",
+    )
+    assert edited != text
+    adt.write_text(edited)
+
+    def patient_of_preview():
+        status, out = post(engine, "/api/mappings/adt/preview", A01.encode())
+        assert status == 200, out
+        return out["bundle"]["entry"][0]["resource"]
+
+    engine.wait_for(lambda: patient_of_preview().get("active") is True, 20, "the edited mapping in use")
+    acks = send_messages(engine.mllp_port, [A01])
+    assert acks[0].code == "AA"
+    engine.wait_message(acks[0].control_id, status="sent")
+    fhir = Fhir(engine, issue_token(engine, "system/*.read"))
+    [patient] = fhir.search("Patient")
+    assert patient["active"] is True, "the channel maps with the reloaded mapping"
+
+    adt.write_text(edited.replace("from: PID-7, as: date", "from: PID7, as: date"))
+    status, out = post(engine, "/api/mappings/reload")
+    assert status == 422, out
+    assert any("hl7v2/adt.yaml:" in p and "PID7" in p for p in out["problems"]), out
+    time.sleep(2.5)  # the watcher sees the broken file too, and refuses it the same way
+    assert patient_of_preview().get("active") is True, "the mappings in use stay"
+    assert "mappings not reloaded" in engine.log.read_text()
