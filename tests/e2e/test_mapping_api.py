@@ -32,6 +32,13 @@ def engine(tmp_path, mappings):
     e.stop()
 
 
+def position(needle: str, at: str) -> str:
+    """`line:col` of `at` inside the first line of adt.yaml that holds `needle`."""
+    lines = (ROOT / "mappings" / "hl7v2" / "adt.yaml").read_text().splitlines()
+    n, line = next((i, l) for i, l in enumerate(lines, 1) if needle in l)
+    return f"{n}:{line.index(at) + 1}"
+
+
 def post(engine: Engine, path: str, body: bytes = b""):
     request = urllib.request.Request(engine.base + path, data=body, method="POST")
     request.add_header("Authorization", f"Bearer {engine.token}")
@@ -48,14 +55,16 @@ def test_preview_maps_without_writing(engine):
     kinds = [e["resource"]["resourceType"] for e in out["bundle"]["entry"]]
     assert kinds == ["Patient", "Encounter"]
     gender = next(t for t in out["trace"] if t["element"] == "patient[0].gender")
-    assert gender["input"] == "PID-8" and gender["rule"].endswith("hl7v2/adt.yaml:49:15"), gender
+    where = position("gender: { from: PID-8", "{")
+    assert gender["input"] == "PID-8" and gender["rule"].endswith(f"hl7v2/adt.yaml:{where}"), gender
     assert "PID-5" in out["fields_used"] and "PV1-19" in out["fields_used"]
     fhir = Fhir(engine, issue_token(engine, "system/*.read"))
     assert fhir.search("Patient") == [], "a preview writes nothing"
 
     status, out = post(engine, "/api/mappings/adt/preview", A01.replace("PV1|1|I|", "PV1|1|Q|").encode())
     assert status == 422 and "patient-class" in out["error"] and out["input"] == "PV1-2", out
-    assert out["rule"].endswith("hl7v2/adt.yaml:67:17"), out
+    where = position("code: { from: PV1-2, lookup: patient-class", "{")
+    assert out["rule"].endswith(f"hl7v2/adt.yaml:{where}"), out
     assert post(engine, "/api/mappings/nope/preview", A01.encode())[0] == 404
     assert post(engine, "/api/mappings/adt/preview", b"not hl7")[0] == 400
     listed = engine.http("GET", "/api/mappings")[1]

@@ -1,8 +1,9 @@
-"""HL7 v2 over MLLP -> the bundled ADT mapping -> the FHIR store, end to end: a sending system
-(python-hl7's MLLP client) sends a patient's identity feed and movements; the store holds
-exactly the resources they describe (upserts on the IPP and the visit number, no duplicates),
-with the INS kept only while the identity is qualified (PAM FR's VALI rule). Every resource
-read back validates with `fhir.resources`."""
+"""HL7 v2 over MLLP -> the bundled mappings -> the FHIR store, end to end: a sending system
+(python-hl7's MLLP client) sends A28, A01 (twice), A08, ORU (twice), an A01 for a duplicate
+identity and the A40 that merges it; the store holds exactly the resources they describe
+(upserts on the IPP, the visit number and the filler order number, no duplicates), with the
+INS kept only while the identity is qualified (PAM FR's VALI rule) and the duplicate's stay
+moved to the surviving patient. Every resource read back validates with `fhir.resources`."""
 
 import json
 
@@ -104,6 +105,24 @@ def test_identity_feed_and_movements_upsert_the_same_resources(engine):
     assert fhir.ids("Patient") == {patient["id"]}
     [after] = fhir.search(f"Patient?identifier={IPP}")
     assert after["meta"]["versionId"] == patient["meta"]["versionId"], "ORU never overwrites the Patient"
+
+    # A duplicate identity is admitted (another IPP), then merged into the first one (A40).
+    duplicate = with_control_id(
+        a01.replace("0412345^", "0499998^").replace("V2024-778", "V2024-900"), "A01-DUPLICATE")
+    send(engine, duplicate)
+    [dup] = fhir.search("Patient?identifier=urn:oid:1.2.250.1.999.1.1|0499998")
+    [stay] = fhir.search("Encounter?identifier=urn:oid:1.2.250.1.999.1.2|V2024-900")
+    assert stay["subject"]["reference"] == f"Patient/{dup['id']}"
+    send(engine, golden_input("a40-merge.hl7"))
+    [stay] = fhir.search("Encounter?identifier=urn:oid:1.2.250.1.999.1.2|V2024-900")
+    assert stay["subject"]["reference"] == f"Patient/{patient['id']}", "the merge moved the stay"
+    [dup] = fhir.search("Patient?identifier=urn:oid:1.2.250.1.999.1.1|0499998")
+    assert dup["active"] is False
+    assert dup["link"] == [{"other": {"reference": f"Patient/{patient['id']}"}, "type": "replaced-by"}]
+    [survivor] = fhir.search(f"Patient?identifier={IPP}")
+    assert {"other": {"reference": f"Patient/{dup['id']}"}, "type": "replaces"} in survivor["link"]
+    assert fhir.search(f"Encounter?subject=Patient/{dup['id']}") == []
+    assert len(fhir.search("Patient")) == 2 and len(fhir.search("Encounter")) == 2
 
 
 def test_a_mapping_failure_is_journaled_with_the_rule_and_nothing_is_written(engine):

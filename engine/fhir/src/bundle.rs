@@ -33,6 +33,8 @@ enum Method {
     Put,
     Patch,
     Delete,
+    /// `POST Patient/$merge` with a Parameters resource.
+    Merge,
 }
 
 impl Method {
@@ -53,7 +55,9 @@ impl Method {
             Self::Delete => 0,
             Self::Post => 1,
             Self::Put | Self::Patch => 2,
-            Self::Get => 3,
+            // After the writes: a merge's target may be created by the same transaction.
+            Self::Merge => 3,
+            Self::Get => 4,
         }
     }
 }
@@ -119,6 +123,10 @@ fn read_entries(bundle: &Value) -> FhirResult<(String, Vec<Entry>)> {
             entry_error(index, FhirError::invalid("the entry has no request.url"))
         })?;
         let url = url.trim_start_matches('/').to_string();
+        let method = match method {
+            Method::Post if url == "Patient/$merge" => Method::Merge,
+            m => m,
+        };
         let if_match = match request.get("ifMatch").and_then(Value::as_str) {
             Some(t) => Some(parse_etag(t).ok_or_else(|| {
                 entry_error(
@@ -497,6 +505,14 @@ async fn transaction_in(
                         }
                     };
                     Ok(json!({ "response": { "status": "204 No Content" } }))
+                }
+                Method::Merge => {
+                    let summary = tx.merge_patients(&body(e)?).await?;
+                    Ok(json!({ "response": { "status": "200 OK", "outcome": {
+                        "resourceType": "OperationOutcome",
+                        "issue": [{ "severity": "information", "code": "informational",
+                                    "diagnostics": summary }]
+                    }}}))
                 }
                 Method::Get => get_entry(store, Some(&mut *tx), &e.url).await,
             }

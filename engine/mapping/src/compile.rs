@@ -354,7 +354,8 @@ impl<'a> Compiler<'a> {
         self.known_keys(
             map,
             &[
-                "name", "type", "for", "within", "when", "key", "on_existing", "fields",
+                "name", "type", "for", "within", "when", "key", "on_existing", "operation",
+                "fields",
             ],
             "a resource",
         );
@@ -398,15 +399,24 @@ impl<'a> Compiler<'a> {
         if keep_existing && map.get_node("key").is_none() {
             self.problem(map.span().start(), "`on_existing` goes with `key`");
         }
+        let operation = self.scalar(map, "operation").map(|s| s.as_str().to_string());
+        if let Some(op) = &operation {
+            if !op.contains("/$") && !op.starts_with('$') {
+                self.problem(
+                    map.get_node("operation").and_then(marker_of),
+                    format!("`{op}` is not an operation (`Patient/$merge`)"),
+                );
+            }
+            if map.get_node("key").is_some() {
+                self.problem(map.span().start(), "an `operation` resource has no `key`");
+            }
+        }
         let when = self.scalar(map, "when").and_then(|s| self.condition(s));
         let key = match map.get_node("key") {
             None => None,
             Some(Node::Mapping(k)) if k.len() == 1 => {
-                let (param, rule) = k.iter().next().expect("one");
-                self.rules(rule, false)
-                    .into_iter()
-                    .next()
-                    .map(|r| (param.as_str().to_string(), r))
+                let (param, rules) = k.iter().next().expect("one");
+                Some((param.as_str().to_string(), self.rules(rules, false)))
             }
             Some(other) => {
                 self.problem(
@@ -431,6 +441,7 @@ impl<'a> Compiler<'a> {
             for_each,
             within,
             keep_existing,
+            operation,
             when,
             key,
             template,
@@ -454,7 +465,9 @@ impl<'a> Compiler<'a> {
             let rules = self.rules(value, append);
             if !append
                 && let Some(multi) = rules.iter().find_map(|r| match &r.source {
-                    Source::Path(p) if p.is_multi() => Some(p.text.clone()),
+                    // With `where`, the first value that passes is meant (`PID-3[*]` where
+                    // `.5 = 'PI'`: the IPP).
+                    Source::Path(p) if p.is_multi() && r.filter.is_none() => Some(p.text.clone()),
                     _ => None,
                 })
             {

@@ -164,20 +164,28 @@ pub(crate) fn run(
             body.insert("resourceType".into(), Value::String(r.resource_type.clone()));
             run.template(&r.template, &scope, &mut body, &element)?;
             let body = kept(body).unwrap_or_else(|| json!({}));
-            let key = match &r.key {
-                Some((param, rule)) => run
-                    .values(rule, &scope, &format!("{element}.key"), None)?
-                    .first()
-                    .map(|v| format!("{param}={}", encode(&token(v)))),
-                None => None,
-            };
-            let t = &r.resource_type;
-            let request = match key {
-                Some(k) if r.keep_existing => {
-                    json!({ "method": "POST", "url": t, "ifNoneExist": k })
+            let mut key = None;
+            if let Some((param, rules)) = &r.key {
+                for rule in rules {
+                    if let Some(v) = run
+                        .values(rule, &scope, &format!("{element}.key"), None)?
+                        .first()
+                    {
+                        key = Some(format!("{param}={}", encode(&token(v))));
+                        break;
+                    }
                 }
-                Some(k) => json!({ "method": "PUT", "url": format!("{t}?{k}") }),
-                None => json!({ "method": "POST", "url": t }),
+            }
+            let t = &r.resource_type;
+            let request = match (&r.operation, key) {
+                (Some(op), _) => json!({ "method": "POST", "url": op }),
+                (None, key) => match key {
+                    Some(k) if r.keep_existing => {
+                        json!({ "method": "POST", "url": t, "ifNoneExist": k })
+                    }
+                    Some(k) => json!({ "method": "PUT", "url": format!("{t}?{k}") }),
+                    None => json!({ "method": "POST", "url": t }),
+                },
             };
             entries.push(json!({ "fullUrl": url, "resource": body, "request": request }));
         }

@@ -145,10 +145,14 @@ pub struct ResourcePlan {
     /// What an upsert does when a resource with the key exists: replace it (a conditional
     /// update, the default) or keep it (a conditional create: `ifNoneExist`).
     pub keep_existing: bool,
+    /// An operation to post the resource to instead of storing it (`Patient/$merge` with a
+    /// Parameters resource).
+    pub operation: Option<String>,
     pub when: Option<Cond>,
-    /// Search parameter and the rule giving its value: the resource is upserted through
-    /// `PUT Type?param=value` (conditional update) instead of created.
-    pub key: Option<(String, Rule)>,
+    /// Search parameter and the rules giving its value (the first that gives one): the
+    /// resource is upserted through `PUT Type?param=value` (conditional update) instead of
+    /// created.
+    pub key: Option<(String, Vec<Rule>)>,
     pub template: Template,
 }
 
