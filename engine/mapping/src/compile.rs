@@ -355,7 +355,7 @@ impl<'a> Compiler<'a> {
             map,
             &[
                 "name", "type", "for", "within", "when", "key", "on_existing", "operation",
-                "fields",
+                "as", "fields",
             ],
             "a resource",
         );
@@ -426,10 +426,24 @@ impl<'a> Compiler<'a> {
                 None
             }
         };
+        let base = match self.scalar(map, "as") {
+            None => None,
+            Some(s) => match self.names.datatypes.get(s.as_str()) {
+                Some(&i) => Some(i),
+                None => {
+                    self.problem(
+                        s.span().start(),
+                        format!("unknown datatype map `{}`", s.as_str()),
+                    );
+                    None
+                }
+            },
+        };
         let template = match map.get_node("fields") {
             Some(f) => self.template(f),
+            None if base.is_some() => Template::default(),
             None => {
-                self.problem(map.span().start(), "a resource needs `fields:`");
+                self.problem(map.span().start(), "a resource needs `fields:` (or `as:` a map)");
                 Template::default()
             }
         };
@@ -442,6 +456,7 @@ impl<'a> Compiler<'a> {
             within,
             keep_existing,
             operation,
+            base,
             when,
             key,
             template,

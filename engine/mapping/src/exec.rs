@@ -162,6 +162,11 @@ pub(crate) fn run(
             let element = format!("{}[{i}]", r.name);
             let mut body = Map::new();
             body.insert("resourceType".into(), Value::String(r.resource_type.clone()));
+            if let Some(i) = r.base
+                && let DatatypeBody::Fields(t) = &run.env.datatypes[i].body
+            {
+                run.template(t, &scope, &mut body, &element)?;
+            }
             run.template(&r.template, &scope, &mut body, &element)?;
             let body = kept(body).unwrap_or_else(|| json!({}));
             let mut key = None;

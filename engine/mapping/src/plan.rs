@@ -148,6 +148,9 @@ pub struct ResourcePlan {
     /// An operation to post the resource to instead of storing it (`Patient/$merge` with a
     /// Parameters resource).
     pub operation: Option<String>,
+    /// A datatype map (with `fields:`) applied to the message first: the elements several
+    /// mappings share (`as: PID-Patient`); `fields` then adds to them.
+    pub base: Option<usize>,
     pub when: Option<Cond>,
     /// Search parameter and the rules giving its value (the first that gives one): the
     /// resource is upserted through `PUT Type?param=value` (conditional update) instead of
