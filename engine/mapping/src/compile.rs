@@ -551,6 +551,7 @@ impl<'a> Compiler<'a> {
                     filter: None,
                     func: None,
                     lookup: None,
+                    plus_minutes: None,
                     produce: Produce::Primitive(Primitive::String),
                 })
             }
@@ -563,7 +564,7 @@ impl<'a> Compiler<'a> {
                     map,
                     &[
                         "from", "in_group", "value", "concat", "as", "lookup", "unmapped", "take",
-                        "fn", "when", "where", "fields", "ref",
+                        "fn", "when", "where", "plus_minutes", "fields", "ref",
                     ],
                     "a rule",
                 );
@@ -727,6 +728,18 @@ impl<'a> Compiler<'a> {
                     );
                     return None;
                 }
+                let plus_minutes = self.scalar(map, "plus_minutes").and_then(|s| self.path(s));
+                if plus_minutes.is_some()
+                    && !matches!(
+                        produce,
+                        Produce::Primitive(Primitive::DateTime | Primitive::Instant)
+                    )
+                {
+                    self.problem(
+                        map.span().start(),
+                        "`plus_minutes` goes with `as: dateTime` or `as: instant`",
+                    );
+                }
                 Some(Rule {
                     pos,
                     source,
@@ -734,6 +747,7 @@ impl<'a> Compiler<'a> {
                     filter,
                     func,
                     lookup,
+                    plus_minutes,
                     produce,
                 })
             }

@@ -289,6 +289,39 @@ pub fn convert(text: &str, to: Primitive, zone: Zone) -> Result<Value, String> {
     })
 }
 
+/// The civil date of a day count since 1970-01-01 (inverse of `days_from_civil`).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// A FHIR dateTime with a time (`2024-12-02T14:30:00+01:00`, as `convert` makes them) plus
+/// some minutes, in the same offset: an appointment's end from its start and duration.
+pub fn add_minutes(date_time: &str, minutes: i64) -> Result<String, String> {
+    let bad = || format!("`{date_time}` is not a date and time to add minutes to");
+    let (date, rest) = date_time.split_once('T').ok_or_else(bad)?;
+    let num = |s: Option<&str>| s.and_then(|v| v.parse::<i64>().ok()).ok_or_else(bad);
+    let mut d = date.split('-');
+    let (y, mo, day) = (num(d.next())?, num(d.next())?, num(d.next())?);
+    let (h, mi) = (num(rest.get(0..2))?, num(rest.get(3..5))?);
+    let tail = rest.get(5..).ok_or_else(bad)?;
+    let total = days_from_civil(y, mo as u32, day as u32) * 1440 + h * 60 + mi + minutes;
+    let (y, mo, day) = civil_from_days(total.div_euclid(1440));
+    let m = total.rem_euclid(1440);
+    Ok(format!(
+        "{y:04}-{mo:02}-{day:02}T{:02}:{:02}{tail}",
+        m / 60,
+        m % 60
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -329,6 +362,23 @@ mod tests {
             convert("202401151030", Primitive::Instant, Zone::Fixed(0)).unwrap(),
             "2024-01-15T10:30:00Z"
         );
+    }
+
+    #[test]
+    fn minutes_are_added_across_days_and_months() {
+        assert_eq!(
+            add_minutes("2024-12-02T14:30:00+01:00", 30).unwrap(),
+            "2024-12-02T15:00:00+01:00"
+        );
+        assert_eq!(
+            add_minutes("2024-02-28T23:50:05.5Z", 20).unwrap(),
+            "2024-02-29T00:10:05.5Z"
+        );
+        assert_eq!(
+            add_minutes("2024-12-31T23:00:00+01:00", 90).unwrap(),
+            "2025-01-01T00:30:00+01:00"
+        );
+        assert!(add_minutes("2024-12-31", 5).is_err());
     }
 
     #[test]

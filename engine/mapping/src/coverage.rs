@@ -131,7 +131,7 @@ impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(
             f,
-            "{:<12} {:<8} {:>8} {:>14} {:>7} {:>9}",
+            "{:<12} {:<10} {:>8} {:>14} {:>7} {:>9}",
             "type", "mapping", "messages", "fields present", "mapped", "coverage"
         )?;
         let (mut present, mut mapped) = (0, 0);
@@ -141,7 +141,7 @@ impl std::fmt::Display for Report {
             mapped += m;
             writeln!(
                 f,
-                "{kind:<12} {:<8} {:>8} {:>14} {:>7} {:>8.0}%",
+                "{kind:<12} {:<10} {:>8} {:>14} {:>7} {:>8.0}%",
                 c.mapping,
                 c.messages,
                 c.present.len(),
@@ -151,7 +151,7 @@ impl std::fmt::Display for Report {
         }
         writeln!(
             f,
-            "{:<12} {:<8} {:>8} {:>14} {:>7} {:>8.0}%",
+            "{:<12} {:<10} {:>8} {:>14} {:>7} {:>8.0}%",
             "all",
             "",
             self.by_type.values().map(|c| c.messages).sum::<usize>(),

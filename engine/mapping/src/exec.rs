@@ -389,7 +389,16 @@ impl<'a> Run<'_, 'a> {
                 let Some(text) = self.text(rule, scope, input)? else {
                     return Ok(vec![]);
                 };
-                let v = convert(&text, *p, self.zone).map_err(|m| self.error(rule, input, m))?;
+                let mut v =
+                    convert(&text, *p, self.zone).map_err(|m| self.error(rule, input, m))?;
+                if let (Some(minutes), Value::String(at)) = (&rule.plus_minutes, &v) {
+                    let Some(n) = minutes_at(scope, minutes) else {
+                        return Ok(vec![]);
+                    };
+                    let later = crate::convert::add_minutes(at, n)
+                        .map_err(|m| self.error(rule, input, m))?;
+                    v = Value::String(later);
+                }
                 self.traced(element, rule, input);
                 Ok(vec![v])
             }
@@ -526,6 +535,12 @@ impl<'a> Run<'_, 'a> {
             message,
         }
     }
+}
+
+/// A whole number of minutes at a path (`plus_minutes`); None when absent or not a number.
+fn minutes_at(scope: &Scope<'_>, path: &crate::input::InputPath) -> Option<i64> {
+    let text = scope.select(path).first()?.text().into_owned();
+    text.trim().parse().ok()
 }
 
 /// How many elements the array at a target path has already.

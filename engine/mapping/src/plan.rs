@@ -92,6 +92,9 @@ pub struct Rule {
     pub filter: Option<Cond>,
     pub func: Option<Arc<dyn Function>>,
     pub lookup: Option<Lookup>,
+    /// Minutes to add to the dateTime produced (`plus_minutes: AIS-7`), read where the rule
+    /// is written.
+    pub plus_minutes: Option<InputPath>,
     pub produce: Produce,
 }
 
