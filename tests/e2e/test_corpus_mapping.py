@@ -1,8 +1,9 @@
-"""The public HL7 v2 corpus (the LinuxForHealth converter's 139 messages and the ANS PAM FR
-samples) through the bundled mappings with `passerelle mappings coverage`: no message makes a
-mapping fail, every message is either mapped or reported with its reason (no mapping yet for
-its type, or refused by the parser), and every resource produced validates with
-`fhir.resources`. The coverage table is printed (`pytest -s`) and by `.ci/run`."""
+"""The public HL7 v2 corpus (the LinuxForHealth converter's 139 messages and the ANS samples)
+through the bundled mappings with `passerelle mappings coverage`: every message is either
+mapped or reported with its reason (no mapping yet for its type, refused by the parser, or
+refused by a mapping for a documented defect of the sample), and every resource produced
+validates with `fhir.resources`. The coverage table is printed (`pytest -s`) and by
+`.ci/run`."""
 
 import json
 import os
@@ -31,17 +32,24 @@ def test_every_corpus_message_maps_or_is_reported_with_its_reason(corpus, tmp_pa
         capture_output=True, text=True,
     )
     print(out.stdout)
-    assert out.returncode == 0, out.stdout + out.stderr
-    assert "ERROR" not in out.stdout
+    # Deliberate refusals: the ANS samples of documents in ORU messages carry, next to real
+    # ones, a placeholder base64 document cut short (93 characters: no base64 has that
+    # length). The message is refused with that reason (it would be journaled `errored`),
+    # never stored with a broken document.
+    errors = [line for line in out.stdout.splitlines() if line.startswith("ERROR")]
+    for line in errors:
+        assert "base64 data of an impossible length" in line and "TRANS" in line.upper(), line
+    assert out.returncode == (1 if errors else 0), out.stdout + out.stderr
     table = out.stdout.split("no mapping yet:")[0].splitlines()[1:]
     rows = {line.split()[0]: line.split() for line in table if line.strip()}
     assert {"ADT^A01", "ADT^A08", "ADT^A28", "ORU^R01"} <= rows.keys(), out.stdout
     # Every message is accounted for: mapped, waiting for its mapping, or refused.
     mapped = int(rows["all"][1])
-    waiting = sum(int(n.strip("(),")) for n in out.stdout.split("no mapping yet:")[1].split()[1::2])
+    [waiting_line] = [line for line in out.stdout.splitlines() if line.startswith("no mapping yet:")]
+    waiting = sum(int(n.strip("(),")) for n in waiting_line.split(":", 1)[1].split()[1::2])
     refused = out.stdout.count("rejected by the parser:")
     files = [p for s in sources for p in s.rglob("*") if p.suffix in (".hl7", ".er7")]
-    assert mapped + waiting + refused == len(files), (mapped, waiting, refused, len(files))
+    assert mapped + waiting + refused + len(errors) == len(files), (mapped, waiting, refused, len(errors), len(files))
     bundles = sorted(tmp_path.glob("*.json"))
     assert len(bundles) == mapped
     for path in bundles:

@@ -175,16 +175,17 @@ fn body(e: &Entry) -> FhirResult<Value> {
 }
 
 /// Rewrites every `reference` found in the map (placeholders → `Type/id`).
+/// Replaces the placeholders of the map wherever they are: in `Reference.reference` and in
+/// any other element that holds one whole (an `Attachment.url` pointing to a Binary of the
+/// same transaction), as FHIR's transaction rules say for uri and url elements.
 fn rewrite_references(v: &mut Value, map: &HashMap<String, String>) {
     match v {
-        Value::Object(obj) => {
-            if let Some(Value::String(r)) = obj.get_mut("reference")
-                && let Some(to) = map.get(r.as_str())
-            {
-                *r = to.clone();
+        Value::String(s) => {
+            if let Some(to) = map.get(s.as_str()) {
+                *s = to.clone();
             }
-            obj.values_mut().for_each(|c| rewrite_references(c, map));
         }
+        Value::Object(obj) => obj.values_mut().for_each(|c| rewrite_references(c, map)),
         Value::Array(items) => items.iter_mut().for_each(|c| rewrite_references(c, map)),
         _ => {}
     }

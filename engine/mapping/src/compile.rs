@@ -564,7 +564,7 @@ impl<'a> Compiler<'a> {
                     map,
                     &[
                         "from", "in_group", "value", "concat", "as", "lookup", "unmapped", "take",
-                        "fn", "when", "where", "plus_minutes", "fields", "ref",
+                        "fn", "when", "where", "plus_minutes", "fields", "ref", "url_of",
                     ],
                     "a rule",
                 );
@@ -669,7 +669,8 @@ impl<'a> Compiler<'a> {
                 {
                     self.problem(map.span().start(), "`unmapped` and `take` go with `lookup`");
                 }
-                let produce = match (map.get_node("as"), map.get_node("fields"), map.get_node("ref")) {
+                let target_key = if map.get_node("url_of").is_some() { "url_of" } else { "ref" };
+                let produce = match (map.get_node("as"), map.get_node("fields"), map.get_node(target_key)) {
                     (None, None, None) if matches!(source, Source::Constant(_)) => Produce::Constant,
                     (None, None, None) => Produce::Primitive(Primitive::String),
                     (Some(_), None, None) => {
@@ -695,19 +696,23 @@ impl<'a> Compiler<'a> {
                     }
                     (None, Some(f), None) => Produce::Fields(self.template(f)),
                     (None, None, Some(_)) => {
-                        let s = self.scalar(map, "ref")?;
+                        let s = self.scalar(map, target_key)?;
                         if !self.resources.iter().any(|r| r == s.as_str()) {
                             self.problem(
                                 s.span().start(),
                                 format!(
-                                    "`ref: {}` names no resource of this mapping (names: {})",
+                                    "`{target_key}: {}` names no resource of this mapping (names: {})",
                                     s.as_str(),
                                     self.resources.join(", ")
                                 ),
                             );
                             return None;
                         }
-                        Produce::Ref(s.as_str().to_string())
+                        if target_key == "ref" {
+                            Produce::Ref(s.as_str().to_string())
+                        } else {
+                            Produce::UrlOf(s.as_str().to_string())
+                        }
                     }
                     _ => {
                         self.problem(map.span().start(), "a rule has one of `as:`, `fields:` or `ref:`");

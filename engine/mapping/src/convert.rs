@@ -249,10 +249,31 @@ fn number(text: &str) -> Result<Number, String> {
         .ok_or_else(|| format!("`{text}` is not a number"))
 }
 
+/// Base64 as FHIR wants it: line breaks and spaces removed, the padding senders often leave
+/// out restored; anything else than the base64 alphabet is an error.
+fn base64(text: &str) -> Result<String, String> {
+    let mut out: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+    let body = out.trim_end_matches('=');
+    if let Some(bad) = body
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '+' || *c == '/'))
+    {
+        return Err(format!("`{bad}` is not a base64 character"));
+    }
+    if body.len() % 4 == 1 {
+        return Err("base64 data of an impossible length (one character too many)".into());
+    }
+    let len = body.len();
+    out.truncate(len);
+    out.extend(std::iter::repeat_n('=', (4 - len % 4) % 4));
+    Ok(out)
+}
+
 /// Converts one non-empty text to the primitive, or says why it cannot.
 pub fn convert(text: &str, to: Primitive, zone: Zone) -> Result<Value, String> {
     Ok(match to {
-        Primitive::String | Primitive::Uri | Primitive::Base64 => Value::String(text.to_string()),
+        Primitive::String | Primitive::Uri => Value::String(text.to_string()),
+        Primitive::Base64 => Value::String(base64(text)?),
         Primitive::Code | Primitive::Id => Value::String(text.trim().to_string()),
         Primitive::Date => {
             let d = read_dtm(text)?.digits;
@@ -379,6 +400,16 @@ mod tests {
             "2025-01-01T00:30:00+01:00"
         );
         assert!(add_minutes("2024-12-31", 5).is_err());
+    }
+
+    #[test]
+    fn base64_is_cleaned_and_padded() {
+        let b = |t: &str| convert(t, Primitive::Base64, Zone::Fixed(0));
+        assert_eq!(b("PD94\nbWw").unwrap(), "PD94bWw=");
+        assert_eq!(b("QQ").unwrap(), "QQ==");
+        assert_eq!(b("QUJD").unwrap(), "QUJD");
+        assert!(b("QU*D").is_err());
+        assert!(b("QUJDR").is_err());
     }
 
     #[test]

@@ -441,6 +441,13 @@ impl<'a> Run<'_, 'a> {
                 self.depth -= 1;
                 result
             }
+            Produce::UrlOf(name) => {
+                let urls = self.refs(name);
+                if !urls.is_empty() {
+                    self.traced(element, rule, &format!("url of {name}"));
+                }
+                Ok(urls.into_iter().map(Value::String).collect())
+            }
             Produce::Ref(name) => {
                 let urls = self.refs(name);
                 if !urls.is_empty() {

@@ -50,6 +50,8 @@ pub enum Produce {
     Fields(Template),
     /// A reference to a resource the mapping produces, by its name.
     Ref(String),
+    /// The same, as a bare URL (`Attachment.url` to a Binary): `url_of:`.
+    UrlOf(String),
     /// The constant itself.
     Constant,
 }
