@@ -66,6 +66,11 @@ def test_identity_feed_and_movements_upsert_the_same_resources(engine):
     assert ins[0]["type"]["coding"][0]["code"] == "INS-NIR"
     status = patient["extension"][0]["extension"][0]["valueCoding"]["code"]
     assert status == "QUAL", "PAM FR VALI is FR Core QUAL"
+    # The channel's write is audited like an API write: who (the channel), what, which message.
+    events = fhir.search(f"AuditEvent?entity=Patient/{patient['id']}")
+    by_channel = [e for e in events if e["agent"][0]["who"]["display"] == "channel hl7v2-inbound"]
+    assert len(by_channel) == 1, events
+    assert "A28-0001" in by_channel[0]["outcomeDesc"] and by_channel[0]["action"] == "U"
 
     # The admission, then the same admission again (a retransmission with a new MSH-10).
     send(engine, a01, with_control_id(a01, "A01-0001-RESENT"))
