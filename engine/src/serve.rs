@@ -52,16 +52,11 @@ pub async fn run(settings: Settings) -> Result<()> {
             .context("opening the FHIR store")?,
     );
     tracing::info!(backend = store.backend().name(), "FHIR store open");
-    // One audit writer for the API and the channels: every write of patient data, whichever
-    // way it comes, leaves an AuditEvent.
-    let audit: Arc<dyn crate::api::fhir::audit::AuditSink> =
-        Arc::new(StoreAudit::start(store.clone()));
     let runtime = Runtime::start(
         journal.clone(),
         loaded.channels,
         Services {
             store: Some(store.clone()),
-            audit: Some(audit.clone()),
         },
     )
     .await?;
@@ -97,7 +92,7 @@ pub async fn run(settings: Settings) -> Result<()> {
     let fhir = FhirApi {
         store: store.clone(),
         policy: Arc::new(SmartScopes),
-        audit,
+        audit: Arc::new(StoreAudit::start(store.clone())),
     };
     let state = AppState::new(runtime.clone(), mllp_stats, fhir, mappings.clone());
     let http = TcpListener::bind(settings.http)

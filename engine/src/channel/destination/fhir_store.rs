@@ -1,84 +1,33 @@
 //! Applies the FHIR transaction Bundle a mapping produced to the engine's own FHIR store.
 //! The Bundle's conditional updates make a delivery made again (after a crash, or a message
 //! sent twice) change nothing. Every write is audited like a write through the API: an
-//! AuditEvent per message, naming the channel, the message and the resources written; a
-//! delivery counts as made only once its AuditEvent is durable.
+//! AuditEvent per message, naming the channel, the message and the resources written, added
+//! to the message's own transaction, so the data and its trace are committed together or not
+//! at all.
 
 use std::sync::Arc;
 
 use passerelle_fhir::Store;
 use passerelle_fhir::bundle::{self, Return};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use super::{DeliveryError, DeliveryFuture, Destination};
 use crate::api::fhir::access::{AccessContext, Action};
-use crate::api::fhir::audit::{AuditRecord, AuditSink};
+use crate::api::fhir::audit::AuditRecord;
 use crate::journal::OutboxItem;
 
 pub struct FhirStoreDestination {
     store: Option<Arc<Store>>,
-    audit: Option<Arc<dyn AuditSink>>,
 }
 
 impl FhirStoreDestination {
-    pub fn new(store: Option<Arc<Store>>, audit: Option<Arc<dyn AuditSink>>) -> Self {
-        Self { store, audit }
-    }
-
-    /// Records the write of one message's Bundle; an error when the record is not durable.
-    async fn audited(
-        &self,
-        channel: &str,
-        item: &OutboxItem,
-        response: &Value,
-    ) -> Result<String, DeliveryError> {
-        let note = summary(response);
-        let Some(audit) = &self.audit else {
-            return Ok(note);
-        };
-        let record = AuditRecord {
-            ctx: AccessContext {
-                subject: format!("channel {channel}"),
-                client: format!("channel:{channel}"),
-                scopes: Vec::new(),
-                purpose: None,
-                source: None,
-            },
-            interaction: "transaction",
-            action: Action::Update,
-            entities: written(response),
-            query: None,
-            status: 200,
-            detail: Some(format!(
-                "message {} (MSH-10 {}) through destination {}",
-                item.message_id,
-                item.control_id.as_deref().unwrap_or("-"),
-                item.destination
-            )),
-        };
-        match audit.record(record).await {
-            Ok(Ok(())) => Ok(note),
-            Ok(Err(e)) => Err(DeliveryError::retry(format!(
-                "audit record not written: {e}"
-            ))),
-            Err(_) => Err(DeliveryError::retry("the audit writer has stopped")),
-        }
+    pub fn new(store: Option<Arc<Store>>) -> Self {
+        Self { store }
     }
 }
 
-/// `Type/id` of every resource a transaction response says it wrote.
-fn written(response: &Value) -> Vec<String> {
-    response
-        .get("entry")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e["response"]["location"].as_str())
-        .map(|l| l.split("/_history").next().unwrap_or(l).to_string())
-        .collect()
-}
-
-/// `Patient/12 (201 Created), Encounter/7 (200 OK)`: what the transaction did, for the trace.
+/// `Patient/12 (201 Created), Encounter/7 (200 OK)`: what the transaction did, for the trace
+/// (the audit entry aside).
 fn summary(response: &Value) -> String {
     let entries = response
         .get("entry")
@@ -87,25 +36,61 @@ fn summary(response: &Value) -> String {
         .unwrap_or_default();
     entries
         .iter()
-        .map(|e| {
+        .filter_map(|e| {
             let r = &e["response"];
             let at = r["location"]
                 .as_str()
                 .map(|l| l.split("/_history").next().unwrap_or(l))
                 .unwrap_or("?");
-            format!("{at} ({})", r["status"].as_str().unwrap_or("?"))
+            (!at.starts_with("AuditEvent/"))
+                .then(|| format!("{at} ({})", r["status"].as_str().unwrap_or("?")))
         })
         .collect::<Vec<_>>()
         .join(", ")
 }
 
-fn parse(item: &OutboxItem) -> Result<Value, DeliveryError> {
-    serde_json::from_slice(&item.payload).map_err(|_| {
+/// The message's Bundle with its AuditEvent added: the resources it writes are named by their
+/// `fullUrl`, which the store replaces by their ids in the same transaction.
+fn parse(channel: &str, item: &OutboxItem) -> Result<Value, DeliveryError> {
+    let mut bundle: Value = serde_json::from_slice(&item.payload).map_err(|_| {
         DeliveryError::permanent(
             "not a FHIR Bundle: a fhir-store destination takes the output of a `mapping` \
              transform",
         )
-    })
+    })?;
+    let Some(entries) = bundle.get_mut("entry").and_then(Value::as_array_mut) else {
+        return Err(DeliveryError::permanent("the Bundle has no entries"));
+    };
+    let written: Vec<String> = entries
+        .iter()
+        .filter(|e| !e["request"]["url"].as_str().unwrap_or("").contains('$'))
+        .filter_map(|e| e["fullUrl"].as_str().map(String::from))
+        .collect();
+    let record = AuditRecord {
+        ctx: AccessContext {
+            subject: format!("channel {channel}"),
+            client: format!("channel:{channel}"),
+            scopes: Vec::new(),
+            purpose: None,
+            source: None,
+        },
+        interaction: "transaction",
+        action: Action::Update,
+        entities: written,
+        query: None,
+        status: 200,
+        detail: Some(format!(
+            "message {} (MSH-10 {}) through destination {}",
+            item.message_id,
+            item.control_id.as_deref().unwrap_or("-"),
+            item.destination
+        )),
+    };
+    entries.push(json!({
+        "resource": record.to_resource(),
+        "request": { "method": "POST", "url": "AuditEvent" },
+    }));
+    Ok(bundle)
 }
 
 fn refused(e: passerelle_fhir::FhirError) -> DeliveryError {
@@ -125,11 +110,11 @@ impl FhirStoreDestination {
         let Some(store) = &self.store else {
             return Err(DeliveryError::retry("the FHIR store is not open"));
         };
-        let bundle = parse(item)?;
-        let response = bundle::process(store, &bundle, Return::Minimal)
+        let bundle = parse(channel, item)?;
+        bundle::process(store, &bundle, Return::Minimal)
             .await
-            .map_err(refused)?;
-        self.audited(channel, item, &response).await
+            .map(|r| summary(&r))
+            .map_err(refused)
     }
 }
 
@@ -147,17 +132,13 @@ impl Destination for FhirStoreDestination {
     ) -> Option<super::BatchFuture<'a>> {
         let store = self.store.as_ref()?;
         Some(Box::pin(async move {
-            let parsed: Vec<Result<Value, DeliveryError>> = items.iter().map(parse).collect();
+            let parsed: Vec<Result<Value, DeliveryError>> =
+                items.iter().map(|i| parse(channel, i)).collect();
             let good: Vec<&Value> = parsed.iter().filter_map(|p| p.as_ref().ok()).collect();
             if good.len() == items.len()
                 && let Ok(responses) = bundle::process_all(store, &good).await
             {
-                // The audit sink commits the records together.
-                let records = items
-                    .iter()
-                    .zip(&responses)
-                    .map(|(item, r)| self.audited(channel, item, r));
-                return futures_util::future::join_all(records).await;
+                return responses.iter().map(|r| Ok(summary(r))).collect();
             }
             let mut out = Vec::with_capacity(items.len());
             for item in items {

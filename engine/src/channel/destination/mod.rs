@@ -98,15 +98,12 @@ pub trait Destination: Send + Sync {
 #[derive(Clone, Default)]
 pub struct Services {
     pub store: Option<Arc<passerelle_fhir::Store>>,
-    /// Where writes to the store are audited (the same trail as the FHIR API's).
-    pub audit: Option<Arc<dyn crate::api::fhir::audit::AuditSink>>,
 }
 
 pub fn build(config: &DestinationConfig, services: &Services) -> Arc<dyn Destination> {
     match &config.kind {
         DestinationKind::FhirStore => Arc::new(fhir_store::FhirStoreDestination::new(
             services.store.clone(),
-            services.audit.clone(),
         )),
         DestinationKind::File {
             directory,
