@@ -109,7 +109,10 @@ impl WriteTx<'_> {
         if source_id == target_id {
             return Ok("source and target are the same patient".into());
         }
-        let (from, to) = (format!("Patient/{source_id}"), format!("Patient/{target_id}"));
+        let (from, to) = (
+            format!("Patient/{source_id}"),
+            format!("Patient/{target_id}"),
+        );
         let rows: Vec<(String, String)> = sqlx::query_as(
             "SELECT DISTINCT type, id FROM search_reference WHERE target_type = 'Patient' \
              AND target_id = $1 AND type NOT IN ('AuditEvent', 'Provenance')",
@@ -134,13 +137,25 @@ impl WriteTx<'_> {
         let mut body = source.body.expect("live");
         body["active"] = json!(false);
         link(&mut body, &to, "replaced-by");
-        self.put("Patient", &source_id, body, "PUT", Expect::Version(source.version))
-            .await?;
+        self.put(
+            "Patient",
+            &source_id,
+            body,
+            "PUT",
+            Expect::Version(source.version),
+        )
+        .await?;
         let target = self.read("Patient", &target_id).await?;
         let mut body = target.body.expect("live");
         link(&mut body, &from, "replaces");
-        self.put("Patient", &target_id, body, "PUT", Expect::Version(target.version))
-            .await?;
+        self.put(
+            "Patient",
+            &target_id,
+            body,
+            "PUT",
+            Expect::Version(target.version),
+        )
+        .await?;
         Ok(format!(
             "{from} merged into {to}: {moved} resource(s) now refer to {to}"
         ))

@@ -47,14 +47,19 @@ async fn stores() -> Vec<(tempfile::TempDir, Store)> {
 async fn fresh_database(url: &str) -> String {
     use sqlx::Connection;
     sqlx::any::install_default_drivers();
-    let name = format!("store_test_{}", passerelle_fhir::types::new_id().replace('-', ""));
+    let name = format!(
+        "store_test_{}",
+        passerelle_fhir::types::new_id().replace('-', "")
+    );
     let mut conn = sqlx::AnyConnection::connect(url).await.unwrap();
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .execute(&mut conn)
         .await
         .unwrap();
     conn.close().await.unwrap();
-    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
     let server = &base[..base.rfind('/').expect("a database URL has a path")];
     match query {
         Some(q) => format!("{server}/{name}?{q}"),

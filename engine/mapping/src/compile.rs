@@ -165,7 +165,11 @@ impl<'a> Compiler<'a> {
         }
     }
 
-    fn scalar<'n>(&mut self, map: &'n MarkedMappingNode, key: &str) -> Option<&'n MarkedScalarNode> {
+    fn scalar<'n>(
+        &mut self,
+        map: &'n MarkedMappingNode,
+        key: &str,
+    ) -> Option<&'n MarkedScalarNode> {
         match map.get_node(key)? {
             Node::Scalar(s) => Some(s),
             other => {
@@ -232,7 +236,10 @@ impl<'a> Compiler<'a> {
             &["datatype", "description", "target", "fields", "value"],
             "a datatype map",
         );
-        let name = self.required(root, "datatype", "a datatype map")?.as_str().to_string();
+        let name = self
+            .required(root, "datatype", "a datatype map")?
+            .as_str()
+            .to_string();
         let target = self
             .required(root, "target", "a datatype map")
             .map(|s| s.as_str().to_string())
@@ -240,7 +247,7 @@ impl<'a> Compiler<'a> {
         let pos = self.pos(root.span().start());
         let body = match (root.get_node("fields"), root.get_node("value")) {
             (Some(fields), None) => DatatypeBody::Fields(self.template(fields)),
-            (None, Some(value)) => DatatypeBody::Value(self.rules(value, false)),
+            (None, Some(value)) => DatatypeBody::Value(self.rules(value)),
             _ => {
                 self.problem(
                     root.span().start(),
@@ -268,7 +275,9 @@ impl<'a> Compiler<'a> {
         let id = self
             .scalar(root, "id")
             .map_or(default_id.to_string(), |s| s.as_str().to_string());
-        let description = self.scalar(root, "description").map(|s| s.as_str().to_string());
+        let description = self
+            .scalar(root, "description")
+            .map(|s| s.as_str().to_string());
         let mut triggers = Vec::new();
         match root.get_node("messages") {
             Some(Node::Sequence(items)) => {
@@ -295,7 +304,9 @@ impl<'a> Compiler<'a> {
                     }
                 }
             }
-            Some(other) => self.problem(marker_of(other), "`messages` is a list: [ADT^A01, ADT^A04]"),
+            Some(other) => {
+                self.problem(marker_of(other), "`messages` is a list: [ADT^A01, ADT^A04]")
+            }
             None => self.problem(
                 root.span().start(),
                 "a mapping needs `messages:`, the message types it applies to",
@@ -321,7 +332,11 @@ impl<'a> Compiler<'a> {
         // Names first: a rule may refer to a resource declared after it.
         self.resources = items
             .iter()
-            .filter_map(|i| i.as_mapping()?.get_scalar("name").map(|s| s.as_str().to_string()))
+            .filter_map(|i| {
+                i.as_mapping()?
+                    .get_scalar("name")
+                    .map(|s| s.as_str().to_string())
+            })
             .collect();
         let mut seen: Vec<&str> = Vec::new();
         for item in items.iter() {
@@ -348,18 +363,32 @@ impl<'a> Compiler<'a> {
 
     fn resource(&mut self, node: &Node) -> Option<ResourcePlan> {
         let Some(map) = node.as_mapping() else {
-            self.problem(marker_of(node), "a resource is a mapping (`name:`, `type:`, `fields:`)");
+            self.problem(
+                marker_of(node),
+                "a resource is a mapping (`name:`, `type:`, `fields:`)",
+            );
             return None;
         };
         self.known_keys(
             map,
             &[
-                "name", "type", "for", "within", "when", "key", "on_existing", "operation",
-                "as", "fields",
+                "name",
+                "type",
+                "for",
+                "within",
+                "when",
+                "key",
+                "on_existing",
+                "operation",
+                "as",
+                "fields",
             ],
             "a resource",
         );
-        let name = self.required(map, "name", "a resource")?.as_str().to_string();
+        let name = self
+            .required(map, "name", "a resource")?
+            .as_str()
+            .to_string();
         let type_node = self.required(map, "type", "a resource")?;
         let resource_type = type_node.as_str().to_string();
         if !resource_type.starts_with(|c: char| c.is_ascii_uppercase())
@@ -373,7 +402,9 @@ impl<'a> Compiler<'a> {
         let for_each = self.scalar(map, "for").and_then(|s| self.path(s));
         let within = match self.scalar(map, "within") {
             None => None,
-            Some(s) if self.declared.iter().any(|d| d == s.as_str()) => Some(s.as_str().to_string()),
+            Some(s) if self.declared.iter().any(|d| d == s.as_str()) => {
+                Some(s.as_str().to_string())
+            }
             Some(s) => {
                 self.problem(
                     s.span().start(),
@@ -399,7 +430,9 @@ impl<'a> Compiler<'a> {
         if keep_existing && map.get_node("key").is_none() {
             self.problem(map.span().start(), "`on_existing` goes with `key`");
         }
-        let operation = self.scalar(map, "operation").map(|s| s.as_str().to_string());
+        let operation = self
+            .scalar(map, "operation")
+            .map(|s| s.as_str().to_string());
         if let Some(op) = &operation {
             if !op.contains("/$") && !op.starts_with('$') {
                 self.problem(
@@ -416,7 +449,7 @@ impl<'a> Compiler<'a> {
             None => None,
             Some(Node::Mapping(k)) if k.len() == 1 => {
                 let (param, rules) = k.iter().next().expect("one");
-                Some((param.as_str().to_string(), self.rules(rules, false)))
+                Some((param.as_str().to_string(), self.rules(rules)))
             }
             Some(other) => {
                 self.problem(
@@ -443,7 +476,10 @@ impl<'a> Compiler<'a> {
             Some(f) => self.template(f),
             None if base.is_some() => Template::default(),
             None => {
-                self.problem(map.span().start(), "a resource needs `fields:` (or `as:` a map)");
+                self.problem(
+                    map.span().start(),
+                    "a resource needs `fields:` (or `as:` a map)",
+                );
                 Template::default()
             }
         };
@@ -477,7 +513,7 @@ impl<'a> Compiler<'a> {
                 continue;
             };
             let append = target.last().is_some_and(|s| s.append);
-            let rules = self.rules(value, append);
+            let rules = self.rules(value);
             if !append
                 && let Some(multi) = rules.iter().find_map(|r| match &r.source {
                     // With `where`, the first value that passes is meant (`PID-3[*]` where
@@ -532,7 +568,7 @@ impl<'a> Compiler<'a> {
     }
 
     /// A rule, or a list of rules.
-    fn rules(&mut self, node: &Node, _append: bool) -> Vec<Rule> {
+    fn rules(&mut self, node: &Node) -> Vec<Rule> {
         match node {
             Node::Sequence(items) => items.iter().filter_map(|i| self.rule(i)).collect(),
             other => self.rule(other).into_iter().collect(),
@@ -556,15 +592,31 @@ impl<'a> Compiler<'a> {
                 })
             }
             Node::Sequence(_) => {
-                self.problem(marker_of(node), "a list of rules cannot be nested in a list");
+                self.problem(
+                    marker_of(node),
+                    "a list of rules cannot be nested in a list",
+                );
                 None
             }
             Node::Mapping(map) => {
                 self.known_keys(
                     map,
                     &[
-                        "from", "in_group", "value", "concat", "as", "lookup", "unmapped", "take",
-                        "fn", "when", "where", "plus_minutes", "fields", "ref", "url_of",
+                        "from",
+                        "in_group",
+                        "value",
+                        "concat",
+                        "as",
+                        "lookup",
+                        "unmapped",
+                        "take",
+                        "fn",
+                        "when",
+                        "where",
+                        "plus_minutes",
+                        "fields",
+                        "ref",
+                        "url_of",
                     ],
                     "a rule",
                 );
@@ -586,7 +638,7 @@ impl<'a> Compiler<'a> {
                             self.problem(marker_of(parts), "`concat` is a list of rules");
                             return None;
                         }
-                        Source::Concat(self.rules(parts, false))
+                        Source::Concat(self.rules(parts))
                     }
                     (Some(_), Some(_)) => unreachable!("counted above"),
                     (Some(_), None) => {
@@ -604,7 +656,10 @@ impl<'a> Compiler<'a> {
                 if matches!(source, Source::Concat(_))
                     && (map.get_node("fn").is_some() || map.get_node("lookup").is_some())
                 {
-                    self.problem(map.span().start(), "`concat` takes no `fn` or `lookup` (put them on its parts)");
+                    self.problem(
+                        map.span().start(),
+                        "`concat` takes no `fn` or `lookup` (put them on its parts)",
+                    );
                 }
                 if filter.is_some() && !matches!(source, Source::Path(_)) {
                     self.problem(map.span().start(), "`where` filters the values of `from:`");
@@ -614,10 +669,15 @@ impl<'a> Compiler<'a> {
                     Some(s) => match self.functions.iter().find(|f| f.name() == s.as_str()) {
                         Some(f) => Some(f.clone()),
                         None => {
-                            let known: Vec<&str> = self.functions.iter().map(|f| f.name()).collect();
+                            let known: Vec<&str> =
+                                self.functions.iter().map(|f| f.name()).collect();
                             self.problem(
                                 s.span().start(),
-                                format!("unknown function `{}` (known: {})", s.as_str(), known.join(", ")),
+                                format!(
+                                    "unknown function `{}` (known: {})",
+                                    s.as_str(),
+                                    known.join(", ")
+                                ),
                             );
                             return None;
                         }
@@ -634,7 +694,11 @@ impl<'a> Compiler<'a> {
                                 format!(
                                     "unknown ConceptMap `{}` (loaded: {})",
                                     s.as_str(),
-                                    known.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ")
+                                    known
+                                        .iter()
+                                        .map(|k| k.as_str())
+                                        .collect::<Vec<_>>()
+                                        .join(", ")
                                 ),
                             );
                             return None;
@@ -669,9 +733,19 @@ impl<'a> Compiler<'a> {
                 {
                     self.problem(map.span().start(), "`unmapped` and `take` go with `lookup`");
                 }
-                let target_key = if map.get_node("url_of").is_some() { "url_of" } else { "ref" };
-                let produce = match (map.get_node("as"), map.get_node("fields"), map.get_node(target_key)) {
-                    (None, None, None) if matches!(source, Source::Constant(_)) => Produce::Constant,
+                let target_key = if map.get_node("url_of").is_some() {
+                    "url_of"
+                } else {
+                    "ref"
+                };
+                let produce = match (
+                    map.get_node("as"),
+                    map.get_node("fields"),
+                    map.get_node(target_key),
+                ) {
+                    (None, None, None) if matches!(source, Source::Constant(_)) => {
+                        Produce::Constant
+                    }
                     (None, None, None) => Produce::Primitive(Primitive::String),
                     (Some(_), None, None) => {
                         let s = self.scalar(map, "as")?;
@@ -688,7 +762,11 @@ impl<'a> Compiler<'a> {
                                 format!(
                                     "unknown type `{name}`: a FHIR primitive (string, code, date, \
                                      dateTime, decimal...) or a datatype map ({})",
-                                    known.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ")
+                                    known
+                                        .iter()
+                                        .map(|k| k.as_str())
+                                        .collect::<Vec<_>>()
+                                        .join(", ")
                                 ),
                             );
                             return None;
@@ -715,12 +793,19 @@ impl<'a> Compiler<'a> {
                         }
                     }
                     _ => {
-                        self.problem(map.span().start(), "a rule has one of `as:`, `fields:` or `ref:`");
+                        self.problem(
+                            map.span().start(),
+                            "a rule has one of `as:`, `fields:` or `ref:`",
+                        );
                         return None;
                     }
                 };
-                if matches!(source, Source::Concat(_)) && !matches!(produce, Produce::Primitive(_)) {
-                    self.problem(map.span().start(), "`concat` makes text: it may have `as:` a primitive only");
+                if matches!(source, Source::Concat(_)) && !matches!(produce, Produce::Primitive(_))
+                {
+                    self.problem(
+                        map.span().start(),
+                        "`concat` makes text: it may have `as:` a primitive only",
+                    );
                     return None;
                 }
                 if matches!(source, Source::Constant(_))

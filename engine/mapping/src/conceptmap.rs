@@ -46,9 +46,19 @@ impl ConceptMap {
             .ok_or("the ConceptMap has no id: lookups name it by its id")?
             .to_string();
         let mut entries = HashMap::new();
-        for group in json.get("group").and_then(Value::as_array).into_iter().flatten() {
+        for group in json
+            .get("group")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             let system = group.get("target").and_then(Value::as_str);
-            for element in group.get("element").and_then(Value::as_array).into_iter().flatten() {
+            for element in group
+                .get("element")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 let Some(code) = element.get("code").and_then(Value::as_str) else {
                     continue;
                 };
@@ -114,7 +124,12 @@ impl ConceptMap {
 }
 
 /// Loads every `*.json` and `*.csv` of a directory; problems are (file, message).
-pub fn load_dir(dir: &Path) -> (HashMap<String, ConceptMap>, Vec<(std::path::PathBuf, String)>) {
+pub fn load_dir(
+    dir: &Path,
+) -> (
+    HashMap<String, ConceptMap>,
+    Vec<(std::path::PathBuf, String)>,
+) {
     let mut maps = HashMap::new();
     let mut problems = Vec::new();
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -173,8 +188,11 @@ mod tests {
         .unwrap();
         assert_eq!(m.lookup("F").unwrap().code, "female");
         assert!(m.lookup("X").is_none());
-        let c = ConceptMap::from_csv("class", "# patient class\nsource,target,display\nI, IMP ,inpatient\n")
-            .unwrap();
+        let c = ConceptMap::from_csv(
+            "class",
+            "# patient class\nsource,target,display\nI, IMP ,inpatient\n",
+        )
+        .unwrap();
         assert_eq!(c.lookup("I").unwrap().code, "IMP");
         assert_eq!(c.lookup("I").unwrap().display.as_deref(), Some("inpatient"));
         assert!(ConceptMap::from_csv("x", "a,b\n1,2\n").is_err());

@@ -295,8 +295,7 @@ pub fn convert(text: &str, to: Primitive, zone: Zone) -> Result<Value, String> {
             let i = n
                 .as_i64()
                 .ok_or_else(|| format!("`{text}` is not a whole number"))?;
-            if (to == Primitive::PositiveInt && i < 1) || (to == Primitive::UnsignedInt && i < 0)
-            {
+            if (to == Primitive::PositiveInt && i < 1) || (to == Primitive::UnsignedInt && i < 0) {
                 return Err(format!("`{text}` is out of range"));
             }
             Value::Number(i.into())
@@ -361,18 +360,49 @@ mod tests {
             ("196005121030", Primitive::Date, "1960-05-12"),
             ("1960", Primitive::DateTime, "1960"),
             // Winter and summer time in Paris; an explicit offset wins.
-            ("202401151030", Primitive::DateTime, "2024-01-15T10:30:00+01:00"),
-            ("20240715103005.25", Primitive::DateTime, "2024-07-15T10:30:05.25+02:00"),
-            ("202407151030-0500", Primitive::DateTime, "2024-07-15T10:30:00-05:00"),
+            (
+                "202401151030",
+                Primitive::DateTime,
+                "2024-01-15T10:30:00+01:00",
+            ),
+            (
+                "20240715103005.25",
+                Primitive::DateTime,
+                "2024-07-15T10:30:05.25+02:00",
+            ),
+            (
+                "202407151030-0500",
+                Primitive::DateTime,
+                "2024-07-15T10:30:00-05:00",
+            ),
             // 2024: summer time from 31 March 01:00 UTC (03:00 local) to 27 October 01:00 UTC.
-            ("2024033101", Primitive::DateTime, "2024-03-31T01:00:00+01:00"),
-            ("2024033104", Primitive::DateTime, "2024-03-31T04:00:00+02:00"),
-            ("2024102704", Primitive::DateTime, "2024-10-27T04:00:00+01:00"),
+            (
+                "2024033101",
+                Primitive::DateTime,
+                "2024-03-31T01:00:00+01:00",
+            ),
+            (
+                "2024033104",
+                Primitive::DateTime,
+                "2024-03-31T04:00:00+02:00",
+            ),
+            (
+                "2024102704",
+                Primitive::DateTime,
+                "2024-10-27T04:00:00+01:00",
+            ),
         ];
         for (text, to, want) in cases {
             assert_eq!(s(text, to), want, "{text}");
         }
-        for bad in ["2024131", "20241301", "20240230", "202401151090", "abc", "2024-01-01"] {
+        for bad in [
+            "2024131",
+            "20241301",
+            "20240230",
+            "202401151090",
+            "abc",
+            "2024-01-01",
+        ] {
             assert!(
                 convert(bad, Primitive::DateTime, Zone::EuropeParis).is_err(),
                 "{bad}"
@@ -414,7 +444,10 @@ mod tests {
 
     #[test]
     fn numbers_and_booleans() {
-        assert_eq!(convert("+12", Primitive::Decimal, Zone::Fixed(0)).unwrap(), 12);
+        assert_eq!(
+            convert("+12", Primitive::Decimal, Zone::Fixed(0)).unwrap(),
+            12
+        );
         assert_eq!(
             convert("-0.5", Primitive::Decimal, Zone::Fixed(0)).unwrap(),
             -0.5

@@ -110,7 +110,10 @@ pub fn run(library: &Library, files: &[PathBuf], out: Option<&Path>) -> Report {
                 c.present.extend(present_fields(&message));
                 c.mapped.extend(output.covered);
                 if let Some(dir) = out {
-                    let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or("message");
+                    let stem = file
+                        .file_stem()
+                        .and_then(|s| s.to_str())
+                        .unwrap_or("message");
                     // Numbered: corpora reuse file names across folders.
                     let n = report.written.len() + 1;
                     let target = dir.join(format!("{n:04}-{stem}.json"));

@@ -112,7 +112,10 @@ pub(crate) fn run(
     for r in &mapping.resources {
         plans.insert(
             r.name.clone(),
-            (r.within.clone(), r.for_each.as_ref().map(|p| p.text.clone())),
+            (
+                r.within.clone(),
+                r.for_each.as_ref().map(|p| p.text.clone()),
+            ),
         );
         // Where its instances are looked for: the message, or each instance of its parent.
         let places: Vec<(Scope<'_>, Option<usize>)> = match &r.within {
@@ -161,7 +164,10 @@ pub(crate) fn run(
             run.current = (r.name.clone(), i, parent);
             let element = format!("{}[{i}]", r.name);
             let mut body = Map::new();
-            body.insert("resourceType".into(), Value::String(r.resource_type.clone()));
+            body.insert(
+                "resourceType".into(),
+                Value::String(r.resource_type.clone()),
+            );
             if let Some(i) = r.base
                 && let DatatypeBody::Fields(t) = &run.env.datatypes[i].body
             {
@@ -276,10 +282,7 @@ impl<'a> Run<'_, 'a> {
             let mut values = Vec::new();
             for rule in &assign.rules {
                 // Elements of an array are traced with their index in it.
-                let first = append.then(|| {
-                    values.len()
-                        + out_len(out, &assign.target)
-                });
+                let first = append.then(|| values.len() + out_len(out, &assign.target));
                 let produced = self.values(rule, scope, &here, first)?;
                 if !produced.is_empty() {
                     values.extend(produced);
@@ -314,8 +317,10 @@ impl<'a> Run<'_, 'a> {
             Source::Constant(c) => {
                 if rule.when.as_ref().is_none_or(|w| w.holds(scope)) {
                     let v = match (&rule.produce, c) {
-                        (Produce::Primitive(p), Value::String(text)) => convert(text, *p, self.zone)
-                            .map_err(|m| self.error(rule, "value", m))?,
+                        (Produce::Primitive(p), Value::String(text)) => {
+                            convert(text, *p, self.zone)
+                                .map_err(|m| self.error(rule, "value", m))?
+                        }
                         _ => c.clone(),
                     };
                     self.traced(&at(0), rule, "value");
@@ -410,7 +415,11 @@ impl<'a> Run<'_, 'a> {
             }
             Produce::Datatype(i) => {
                 if self.depth >= MAX_DEPTH {
-                    return Err(self.error(rule, input, "datatype maps nest too deep (a map uses itself?)".into()));
+                    return Err(self.error(
+                        rule,
+                        input,
+                        "datatype maps nest too deep (a map uses itself?)".into(),
+                    ));
                 }
                 let map = &self.env.datatypes[*i];
                 self.depth += 1;
@@ -454,7 +463,10 @@ impl<'a> Run<'_, 'a> {
                     let input = format!("ref {name}");
                     self.traced(element, rule, &input);
                 }
-                Ok(urls.into_iter().map(|u| json!({ "reference": u })).collect())
+                Ok(urls
+                    .into_iter()
+                    .map(|u| json!({ "reference": u }))
+                    .collect())
             }
         }
     }
@@ -487,7 +499,12 @@ impl<'a> Run<'_, 'a> {
 
     /// The text of the value in hand, through the rule's function and lookup; None when
     /// there is nothing to produce.
-    fn text(&self, rule: &Rule, scope: &Scope<'a>, input: &str) -> Result<Option<String>, RunError> {
+    fn text(
+        &self,
+        rule: &Rule,
+        scope: &Scope<'a>,
+        input: &str,
+    ) -> Result<Option<String>, RunError> {
         let Some(node) = scope.node else {
             return Ok(None);
         };

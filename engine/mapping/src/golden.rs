@@ -43,7 +43,10 @@ pub fn run_all(library: &Library, filter: Option<&Path>, update: bool) -> Vec<Ca
     let filter = filter.map(|f| f.canonicalize().unwrap_or_else(|_| f.to_path_buf()));
     let mut cases = Vec::new();
     for mapping in library.mappings() {
-        let file = mapping.file.canonicalize().unwrap_or_else(|_| (*mapping.file).clone());
+        let file = mapping
+            .file
+            .canonicalize()
+            .unwrap_or_else(|_| (*mapping.file).clone());
         if let Some(f) = &filter
             && !file.starts_with(f)
             && !tests_dir(&file).starts_with(f)
@@ -72,8 +75,13 @@ pub fn run_all(library: &Library, filter: Option<&Path>, update: bool) -> Vec<Ca
 }
 
 /// The output of a mapping on a message file, as the pretty JSON kept in golden files.
-pub fn output_text(library: &Library, mapping: &crate::Mapping, input: &Path) -> Result<String, String> {
-    let bytes = std::fs::read(input).map_err(|e| format!("cannot read {}: {e}", input.display()))?;
+pub fn output_text(
+    library: &Library,
+    mapping: &crate::Mapping,
+    input: &Path,
+) -> Result<String, String> {
+    let bytes =
+        std::fs::read(input).map_err(|e| format!("cannot read {}: {e}", input.display()))?;
     let message = Message::parse(&bytes).map_err(|e| format!("{}: {e}", input.display()))?;
     let h = message.header();
     let (kind, event) = (

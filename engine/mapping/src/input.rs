@@ -54,7 +54,10 @@ impl InputPath {
             }
             match t[start..*pos].parse::<usize>() {
                 Ok(n) if n > 0 => Ok(n),
-                _ => Err(format!("expected a {what} number (from 1) at `{}`", &t[start..])),
+                _ => Err(format!(
+                    "expected a {what} number (from 1) at `{}`",
+                    &t[start..]
+                )),
             }
         };
         let pick = |pos: &mut usize, what: &str| -> Result<Pick, String> {
@@ -335,7 +338,15 @@ mod tests {
         assert!(InputPath::parse("OBX[*]-5").unwrap().is_multi());
         let seg = InputPath::parse("OBX[*]").unwrap();
         assert!(seg.field.is_none() && seg.is_multi());
-        for bad in ["PID", "pid-3", "PID-0", "PID-3.1.2.3", ".", "PID-3[x]", "PID-3 4"] {
+        for bad in [
+            "PID",
+            "pid-3",
+            "PID-0",
+            "PID-3.1.2.3",
+            ".",
+            "PID-3[x]",
+            "PID-3 4",
+        ] {
             assert!(InputPath::parse(bad).is_err(), "{bad}");
         }
     }

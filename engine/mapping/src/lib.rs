@@ -182,7 +182,11 @@ impl Library {
     }
 
     /// The first of `candidates` (mapping ids) whose messages include this one's type.
-    pub fn for_message<'l>(&'l self, candidates: &[String], message: &Message<'_>) -> Option<&'l Mapping> {
+    pub fn for_message<'l>(
+        &'l self,
+        candidates: &[String],
+        message: &Message<'_>,
+    ) -> Option<&'l Mapping> {
         let h = message.header();
         let kind = h.message_type.as_deref().unwrap_or("");
         let event = h.trigger_event.as_deref().unwrap_or("");
@@ -198,11 +202,7 @@ impl Library {
     }
 
     /// The Bundle and the trace of which rule produced which element.
-    pub fn run_traced(
-        &self,
-        mapping: &Mapping,
-        message: &Message<'_>,
-    ) -> Result<Output, RunError> {
+    pub fn run_traced(&self, mapping: &Mapping, message: &Message<'_>) -> Result<Output, RunError> {
         self.execute(mapping, message, true)
     }
 

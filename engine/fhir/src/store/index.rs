@@ -145,7 +145,12 @@ pub async fn insert(
             table.columns.join(", ")
         );
         for chunk in mine.chunks(PARAMS / width) {
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(values_sql(backend, &head, width, chunk.len())));
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(values_sql(
+                backend,
+                &head,
+                width,
+                chunk.len(),
+            )));
             for (key, row) in chunk {
                 q = (table.bind)(
                     q.bind(key.0.as_str())

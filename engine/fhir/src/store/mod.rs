@@ -352,7 +352,9 @@ impl<'s> WriteTx<'s> {
     }
 
     async fn flush(&mut self) -> FhirResult<()> {
-        self.pending.flush(&mut self.tx, self.store.backend, self.now).await?;
+        self.pending
+            .flush(&mut self.tx, self.store.backend, self.now)
+            .await?;
         Ok(())
     }
 

@@ -174,7 +174,8 @@ async fn insert_history(
     rows: &[HistoryRow],
     now: i64,
 ) -> Result<(), sqlx::Error> {
-    const HEAD: &str = "INSERT INTO history (seq, type, id, version, last_updated, method, payload)";
+    const HEAD: &str =
+        "INSERT INTO history (seq, type, id, version, last_updated, method, payload)";
     for chunk in rows.chunks(PARAMS / 7) {
         let sql = values_sql(backend, HEAD, 7, chunk.len());
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
