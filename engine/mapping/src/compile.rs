@@ -114,6 +114,13 @@ pub struct Compiler<'a> {
     functions: Vec<std::sync::Arc<dyn crate::functions::Function>>,
 }
 
+/// Known names for an error message, sorted: `adt, oru`.
+pub fn names<'n>(names: impl IntoIterator<Item = &'n String>) -> String {
+    let mut list: Vec<&str> = names.into_iter().map(String::as_str).collect();
+    list.sort_unstable();
+    list.join(", ")
+}
+
 fn marker_of(node: &Node) -> Option<&Marker> {
     node.span().start()
 }
@@ -687,18 +694,12 @@ impl<'a> Compiler<'a> {
                     None => None,
                     Some(s) => {
                         if !self.names.conceptmaps.contains_key(s.as_str()) {
-                            let mut known: Vec<&String> = self.names.conceptmaps.keys().collect();
-                            known.sort();
                             self.problem(
                                 s.span().start(),
                                 format!(
                                     "unknown ConceptMap `{}` (loaded: {})",
                                     s.as_str(),
-                                    known
-                                        .iter()
-                                        .map(|k| k.as_str())
-                                        .collect::<Vec<_>>()
-                                        .join(", ")
+                                    names(self.names.conceptmaps.keys())
                                 ),
                             );
                             return None;
@@ -755,18 +756,12 @@ impl<'a> Compiler<'a> {
                         } else if let Some(&i) = self.names.datatypes.get(name) {
                             Produce::Datatype(i)
                         } else {
-                            let mut known: Vec<&String> = self.names.datatypes.keys().collect();
-                            known.sort();
                             self.problem(
                                 s.span().start(),
                                 format!(
                                     "unknown type `{name}`: a FHIR primitive (string, code, date, \
                                      dateTime, decimal...) or a datatype map ({})",
-                                    known
-                                        .iter()
-                                        .map(|k| k.as_str())
-                                        .collect::<Vec<_>>()
-                                        .join(", ")
+                                    names(self.names.datatypes.keys())
                                 ),
                             );
                             return None;

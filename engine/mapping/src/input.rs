@@ -270,11 +270,11 @@ impl<'a> Scope<'a> {
         if !found.is_empty() || in_group {
             return found;
         }
-        let before: Vec<Segment<'a>> = self.message.segments().take(start).collect();
-        before
-            .into_iter()
-            .rev()
-            .find(|s| s.id() == id)
+        self.message
+            .segments()
+            .take(start)
+            .filter(|s| s.id() == id)
+            .last()
             .into_iter()
             .collect()
     }

@@ -10,8 +10,8 @@ use crate::{Library, Problem};
 
 pub struct Live {
     current: RwLock<Arc<Library>>,
-    mappings_dir: PathBuf,
-    conceptmaps_dir: PathBuf,
+    /// The mapping and ConceptMap folders; None for a fixed library, which never reloads.
+    dirs: Option<(PathBuf, PathBuf)>,
     /// Mapping ids the channels use: a reload must keep them.
     required: Mutex<Vec<String>>,
     /// What the files looked like when last loaded.
@@ -59,8 +59,7 @@ impl Live {
         let (library, problems) = Library::load(mappings_dir, conceptmaps_dir);
         let live = Live {
             current: RwLock::new(Arc::new(library)),
-            mappings_dir: mappings_dir.to_path_buf(),
-            conceptmaps_dir: conceptmaps_dir.to_path_buf(),
+            dirs: Some((mappings_dir.to_path_buf(), conceptmaps_dir.to_path_buf())),
             required: Mutex::new(Vec::new()),
             fingerprint: Mutex::new(print),
         };
@@ -71,8 +70,7 @@ impl Live {
     pub fn fixed(library: Library) -> Arc<Live> {
         Arc::new(Live {
             current: RwLock::new(Arc::new(library)),
-            mappings_dir: PathBuf::new(),
-            conceptmaps_dir: PathBuf::new(),
+            dirs: None,
             required: Mutex::new(Vec::new()),
             fingerprint: Mutex::new(Vec::new()),
         })
@@ -93,15 +91,18 @@ impl Live {
 
     /// Reloads when the files changed since the last load (or always, with `force`).
     pub fn reload(&self, force: bool) -> Reload {
-        let print = fingerprint(&[&self.mappings_dir, &self.conceptmaps_dir]);
+        let Some((mappings_dir, conceptmaps_dir)) = &self.dirs else {
+            return Reload::Unchanged;
+        };
+        let print = fingerprint(&[mappings_dir, conceptmaps_dir]);
         if !force && *self.fingerprint.lock().expect("fingerprint lock") == print {
             return Reload::Unchanged;
         }
-        let (library, mut problems) = Library::load(&self.mappings_dir, &self.conceptmaps_dir);
+        let (library, mut problems) = Library::load(mappings_dir, conceptmaps_dir);
         for id in self.required.lock().expect("required lock").iter() {
             if library.mapping(id).is_none() {
                 problems.push(Problem {
-                    file: self.mappings_dir.clone(),
+                    file: mappings_dir.clone(),
                     line: 0,
                     column: 0,
                     message: format!("mapping `{id}` is used by a channel and no longer exists"),

@@ -10,7 +10,7 @@ use std::time::Duration;
 use marked_yaml::Spanned;
 use passerelle_hl7v2::{Charset, Path as FieldPath};
 use passerelle_mapping::Library;
-use passerelle_mapping::compile::load_error_marker;
+use passerelle_mapping::compile::{load_error_marker, names};
 use passerelle_mapping::live::Live;
 
 use super::destination::{DestinationConfig, DestinationKind};
@@ -716,16 +716,10 @@ impl Checker<'_> {
                 for id in ids {
                     self.library.require(id.as_str());
                     if library.mapping(id.as_str()).is_none() {
-                        let mut known: Vec<&str> =
-                            library.mappings().iter().map(|m| m.id.as_str()).collect();
-                        known.sort();
+                        let loaded = names(library.mappings().iter().map(|m| &m.id));
                         self.error(
                             id,
-                            format!(
-                                "no mapping `{}` (loaded: {})",
-                                id.as_str(),
-                                known.join(", ")
-                            ),
+                            format!("no mapping `{}` (loaded: {loaded})", id.as_str()),
                         );
                     }
                 }
