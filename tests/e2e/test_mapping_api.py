@@ -4,13 +4,15 @@ file is picked up without a restart, a broken one is refused with its file:line:
 mappings in use stay."""
 
 import json
+import os
 import shutil
+import subprocess
 import time
 import urllib.request
 
 import pytest
 
-from conftest import ROOT, Engine, send_messages
+from conftest import ROOT, Engine, binary, send_messages
 from test_fhir import Fhir, issue_token
 
 A01 = (ROOT / "mappings" / "hl7v2" / "adt.tests" / "a01-admit.hl7").read_text().replace("\n", "\r")
@@ -101,3 +103,22 @@ def test_an_edited_mapping_is_used_without_a_restart_and_a_broken_one_is_refused
     time.sleep(2.5)  # the watcher sees the broken file too, and refuses it the same way
     assert patient_of_preview().get("active") is True, "the mappings in use stay"
     assert "mappings not reloaded" in engine.log.read_text()
+
+
+def test_check_reports_a_broken_mapping_at_its_line_and_column(mappings, tmp_path):
+    """The acceptance item as an analyst meets it: `passerelle check` on a mapping with a
+    mistake exits non-zero and points at the mistake, and `serve` refuses to start on it."""
+    adt = mappings / "hl7v2" / "adt.yaml"
+    adt.write_text(adt.read_text().replace("from: PID-7, as: date", "from: PID-7, as: datum"))
+    line = next(i for i, l in enumerate(adt.read_text().splitlines(), 1) if "as: datum" in l)
+    column = adt.read_text().splitlines()[line - 1].index("datum") + 1
+    env = {**os.environ, "PASSERELLE_MAPPINGS": str(mappings)}
+    out = subprocess.run([str(binary()), "check", "--channels", str(ROOT / "channels")],
+                         capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert out.returncode == 1, out
+    assert f"{adt}:{line}:{column}: unknown type `datum`" in out.stdout, out.stdout
+    serve = subprocess.run([str(binary()), "serve", "--channels", str(ROOT / "channels"),
+                            "--data-dir", str(tmp_path / "data"), "--http", "127.0.0.1:0",
+                            "--mllp", "127.0.0.1:0"],
+                           capture_output=True, text=True, cwd=tmp_path, env=env, timeout=60)
+    assert serve.returncode != 0 and "unknown type `datum`" in serve.stderr, serve
