@@ -10,7 +10,7 @@ import json
 import pytest
 
 from conftest import ROOT, Engine, send_messages
-from test_fhir import Fhir, issue_token
+from test_fhir import Fhir, issue_token, validate
 
 IPP = "urn:oid:1.2.250.1.999.1.1|0412345"
 INS_SYSTEM = "urn:oid:1.2.250.1.213.1.4.8"
@@ -47,6 +47,11 @@ def engine(workdir):
     e.stop()
 
 
+def stays(fhir: Fhir, query: str = "") -> list:
+    """The stays (the movements are Encounters part of them)."""
+    return [e for e in fhir.search("Encounter" + query) if "partOf" not in e]
+
+
 def send(engine: Engine, *messages: str):
     acks = send_messages(engine.mllp_port, list(messages))
     assert [a.code for a in acks] == ["AA"] * len(messages), acks
@@ -75,12 +80,14 @@ def test_identity_feed_and_movements_upsert_the_same_resources(engine):
     # The admission, then the same admission again (a retransmission with a new MSH-10).
     send(engine, a01, with_control_id(a01, "A01-0001-RESENT"))
     assert fhir.ids("Patient") == {patient["id"]}, "the IPP keys the Patient: no duplicate"
-    [encounter] = fhir.search("Encounter")
+    [encounter] = stays(fhir)
     assert encounter["subject"]["reference"] == f"Patient/{patient['id']}"
     assert (encounter["status"], encounter["class"]["code"]) == ("in-progress", "IMP")
     assert encounter["period"]["start"] == "2024-11-04T10:25:00+01:00"
     assert encounter["participant"][0]["individual"]["identifier"]["value"] == "10101010101"
     assert encounter["meta"]["versionId"] == "2", "the retransmission updated, not created"
+    [movement] = fhir.search(f"Encounter?part-of=Encounter/{encounter['id']}")
+    assert movement["identifier"][0]["value"] == "MVT-1" and movement["meta"]["versionId"] == "2"
 
     # An update whose identity is no longer qualified: new address, and the INS must go.
     send(engine, A08)
@@ -88,7 +95,7 @@ def test_identity_feed_and_movements_upsert_the_same_resources(engine):
     assert [a["city"] for a in patient["address"]] == ["MONTBELIARD"]
     assert [i for i in patient["identifier"] if i.get("system") == INS_SYSTEM] == []
     assert fhir.search(f"Patient?identifier={INS_SYSTEM}|285027512345678") == []
-    assert len(fhir.search("Encounter")) == 1
+    assert len(stays(fhir)) == 1
     history = fhir.ok("GET", f"/Patient/{patient['id']}/_history")
     assert len(history["entry"]) == 4, "A28, A01, the A01 again, A08: one version each"
 
@@ -113,7 +120,8 @@ def test_identity_feed_and_movements_upsert_the_same_resources(engine):
 
     # A duplicate identity is admitted (another IPP), then merged into the first one (A40).
     duplicate = with_control_id(
-        a01.replace("0412345^", "0499998^").replace("V2024-778", "V2024-900"), "A01-DUPLICATE")
+        a01.replace("0412345^", "0499998^").replace("V2024-778", "V2024-900").replace("MVT-1", "MVT-9"),
+        "A01-DUPLICATE")
     send(engine, duplicate)
     [dup] = fhir.search("Patient?identifier=urn:oid:1.2.250.1.999.1.1|0499998")
     [stay] = fhir.search("Encounter?identifier=urn:oid:1.2.250.1.999.1.2|V2024-900")
@@ -127,7 +135,59 @@ def test_identity_feed_and_movements_upsert_the_same_resources(engine):
     [survivor] = fhir.search(f"Patient?identifier={IPP}")
     assert {"other": {"reference": f"Patient/{dup['id']}"}, "type": "replaces"} in survivor["link"]
     assert fhir.search(f"Encounter?subject=Patient/{dup['id']}") == []
-    assert len(fhir.search("Patient")) == 2 and len(fhir.search("Encounter")) == 2
+    assert len(fhir.search("Patient")) == 2 and len(stays(fhir)) == 2
+
+
+def test_a_stay_with_contacts_allergies_diagnoses_and_dmp_consents(engine):
+    """Everything an A01 of PAM FR carries besides the patient and the stay: next of kin,
+    insurance, allergies, diagnoses, movement (ZBE), DMP consents (ZFA), identity evidence
+    (ZFD). Sent twice, then updated, then the admission cancelled: each of them stays one
+    resource, updated in place."""
+    fhir = Fhir(engine, issue_token(engine, "system/*.*"))
+    a01 = golden_input("a01-full-stay.hl7")
+    send(engine, a01, with_control_id(a01, "A01-0002-RESENT"))
+    [patient] = fhir.search("Patient")
+    me = f"Patient/{patient['id']}"
+    reliability = {x["url"]: x for x in patient["extension"][0]["extension"]}
+    assert reliability["methodCollection"]["valueCoding"]["code"] == "INSI"
+    assert reliability["validationMode"]["valueCoding"]["code"] == "CN"
+    contacts = fhir.search(f"RelatedPerson?patient={me}")
+    assert sorted(c["name"][0]["given"][0] for c in contacts) == ["LUCIE", "PIERRE"]
+    assert all(c["meta"]["versionId"] == "2" for c in contacts), "upserted, not created twice"
+    [coverage] = fhir.search(f"Coverage?beneficiary={me}")
+    assert coverage["payor"][0]["display"] == "CPAM du Territoire de Belfort"
+    [allergy] = fhir.search(f"AllergyIntolerance?patient={me}")
+    assert [r["manifestation"][0]["text"] for r in allergy["reaction"]] == ["Urticaria", "Angioedema"]
+    [diagnosis] = fhir.search(f"Condition?patient={me}")
+    assert diagnosis["code"]["coding"][0]["code"] == "I21.9"
+    [stay] = stays(fhir)
+    assert diagnosis["encounter"]["reference"] == f"Encounter/{stay['id']}"
+    [movement] = fhir.search(f"Encounter?part-of=Encounter/{stay['id']}")
+    assert movement["serviceProvider"]["identifier"]["value"] == "4010"
+    consents = {c["category"][1]["coding"][0]["code"]: c for c in fhir.search(f"Consent?patient={me}")}
+    assert {k: (c["status"], c["provision"]["type"]) for k, c in consents.items()} == {
+        "feeding": ("active", "permit"), "consultation": ("active", "permit")}
+
+    # The patient now objects to feeding the DMP and refuses its consultation (A31).
+    a31 = with_control_id(a01, "A31-0002").replace("ADT^A01^ADT_A01", "ADT^A31^ADT_A05")
+    a31 = a31.replace("|INO|", "|IO|").replace("|IC|", "|INC|")
+    send(engine, a31)
+    consents = {c["category"][1]["coding"][0]["code"]: c for c in fhir.search(f"Consent?patient={me}")}
+    assert {k: c["provision"]["type"] for k, c in consents.items()} == {
+        "feeding": "deny", "consultation": "deny"}
+    assert len(fhir.search("RelatedPerson")) == 2 and len(fhir.search("AllergyIntolerance")) == 1
+
+    # The admission is cancelled (A11, ZBE-4 CANCEL naming the movement): the stay is
+    # cancelled and its movement entered-in-error, neither is deleted.
+    a11 = with_control_id(a01, "A11-0002").replace("ADT^A01^ADT_A01", "ADT^A11^ADT_A09")
+    a11 = a11.replace("|INSERT|N|", "|CANCEL|N|A01|")
+    send(engine, a11)
+    [stay] = stays(fhir)
+    [movement] = fhir.search(f"Encounter?part-of=Encounter/{stay['id']}")
+    assert (stay["status"], movement["status"]) == ("cancelled", "entered-in-error")
+    assert movement["type"][0]["coding"][0]["code"] == "A01", "the movement keeps its event"
+    for resource in [patient, stay, movement, coverage, allergy, diagnosis, *contacts, *consents.values()]:
+        validate(resource)
 
 
 def test_a_mapping_failure_is_journaled_with_the_rule_and_nothing_is_written(engine):
@@ -149,8 +209,6 @@ def test_a_mapping_failure_is_journaled_with_the_rule_and_nothing_is_written(eng
 def test_every_golden_output_validates_with_fhir_resources():
     """What the bundled mappings produce is valid FHIR for a third-party model, not only for
     our own store."""
-    from test_fhir import validate
-
     outputs = sorted((ROOT / "mappings").rglob("*.tests/*.json"))
     assert outputs, "no golden outputs found"
     for path in outputs:

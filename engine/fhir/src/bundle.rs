@@ -192,6 +192,32 @@ fn rewrite_references(v: &mut Value, map: &HashMap<String, String>) {
 }
 
 /// The conditional references (`Type?criteria`) of a resource.
+/// Conditional criteria may name an earlier entry by its `urn:uuid:` full URL
+/// (`AllergyIntolerance?patient=urn:uuid:...&code=...`): the value is replaced by the id that
+/// entry resolved to, so a key can include the resource it belongs to. A full URL that no
+/// earlier entry resolved is left as it is (and matches nothing).
+fn resolve_criteria(criteria: &str, map: &HashMap<String, String>) -> String {
+    if !criteria.contains("urn") || map.is_empty() {
+        return criteria.to_string();
+    }
+    let mut out = form_urlencoded::Serializer::new(String::new());
+    let mut changed = false;
+    for (k, v) in form_urlencoded::parse(criteria.as_bytes()) {
+        match map.get(v.as_ref()) {
+            Some(resolved) => {
+                changed = true;
+                out.append_pair(&k, resolved)
+            }
+            None => out.append_pair(&k, &v),
+        };
+    }
+    if changed {
+        out.finish()
+    } else {
+        criteria.to_string()
+    }
+}
+
 fn conditional_references(v: &Value, out: &mut Vec<String>) {
     match v {
         Value::Object(obj) => {
@@ -340,7 +366,8 @@ async fn transaction_in(
                     let (t, _, _) = split_url(&e.url)?;
                     let id = match &e.if_none_exist {
                         Some(criteria) => {
-                            let matches = tx.matching(&t, criteria).await?;
+                            let criteria = resolve_criteria(criteria, &map);
+                            let matches = tx.matching(&t, &criteria).await?;
                             match matches.len() {
                                 0 => new_id(),
                                 1 => {
@@ -370,6 +397,7 @@ async fn transaction_in(
                     let id = match (id, query) {
                         (Some(id), _) => Some(id),
                         (None, Some(criteria)) => {
+                            let criteria = resolve_criteria(&criteria, &map);
                             let matches = tx.matching(&t, &criteria).await?;
                             let id = match matches.as_slice() {
                                 [] => e
@@ -614,6 +642,23 @@ mod tests {
         assert_eq!(v["subject"]["reference"], "Patient/abc");
         assert_eq!(v["x"][0]["y"]["reference"], "Patient/abc");
         assert_eq!(v["z"]["reference"], "Patient/2");
+    }
+
+    #[test]
+    fn criteria_name_earlier_entries() {
+        let map = HashMap::from([("urn:uuid:1".to_string(), "Patient/abc".to_string())]);
+        assert_eq!(
+            resolve_criteria("patient=urn:uuid:1&code=http://loinc.org|1-8", &map),
+            "patient=Patient%2Fabc&code=http%3A%2F%2Floinc.org%7C1-8"
+        );
+        assert_eq!(
+            resolve_criteria("patient=urn%3Auuid%3A1", &map),
+            "patient=Patient%2Fabc"
+        );
+        assert_eq!(
+            resolve_criteria("patient=urn:uuid:2", &map),
+            "patient=urn:uuid:2"
+        );
     }
 
     #[test]

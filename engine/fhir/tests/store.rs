@@ -243,6 +243,50 @@ async fn transactions_are_atomic_and_resolve_placeholders() {
     }
 }
 
+/// A key may include the resource it belongs to: an allergy keyed by its patient (a
+/// `urn:uuid:` of the same Bundle, itself upserted) and its code is the same allergy when the
+/// message comes again, and another patient's allergy to the same substance is another one.
+#[tokio::test]
+async fn conditional_criteria_resolve_earlier_entries() {
+    for (_dir, store) in stores().await {
+        let upsert = |ipp: &str| {
+            tx_bundle(vec![
+                json!({"fullUrl": "urn:uuid:22222222-2222-2222-2222-222222222222",
+                       "resource": {"resourceType": "Patient",
+                                    "identifier": [{"system": "urn:ipp", "value": ipp}]},
+                       "request": {"method": "PUT", "url": format!("Patient?identifier=urn:ipp|{ipp}")}}),
+                json!({"fullUrl": "urn:uuid:33333333-3333-3333-3333-333333333333",
+                       "resource": {"resourceType": "AllergyIntolerance",
+                                    "code": {"coding": [{"system": "http://snomed.info/sct", "code": "91936005"}]},
+                                    "patient": {"reference": "urn:uuid:22222222-2222-2222-2222-222222222222"}},
+                       "request": {"method": "PUT",
+                                   "url": "AllergyIntolerance?patient=urn:uuid:22222222-2222-2222-2222-222222222222&code=http://snomed.info/sct|91936005"}}),
+            ])
+        };
+        for ipp in ["A1", "A1", "B2"] {
+            bundle::process(&store, &upsert(ipp), bundle::Return::Minimal)
+                .await
+                .unwrap();
+        }
+        let patients = ids(&store, "Patient", "").await;
+        assert_eq!(patients.len(), 2);
+        assert_eq!(ids(&store, "AllergyIntolerance", "").await.len(), 2);
+        for pid in patients {
+            assert_eq!(
+                ids(
+                    &store,
+                    "AllergyIntolerance",
+                    &format!("patient=Patient/{pid}")
+                )
+                .await
+                .len(),
+                1,
+                "one allergy per patient"
+            );
+        }
+    }
+}
+
 #[tokio::test]
 async fn change_feed_filters_in_order_and_resumes_from_its_cursor() {
     for (_dir, store) in stores().await {

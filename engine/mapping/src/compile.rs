@@ -453,17 +453,17 @@ impl<'a> Compiler<'a> {
         }
         let when = self.scalar(map, "when").and_then(|s| self.condition(s));
         let key = match map.get_node("key") {
-            None => None,
-            Some(Node::Mapping(k)) if k.len() == 1 => {
-                let (param, rules) = k.iter().next().expect("one");
-                Some((param.as_str().to_string(), self.rules(rules)))
-            }
+            None => Vec::new(),
+            Some(Node::Mapping(k)) if !k.is_empty() => k
+                .iter()
+                .map(|(param, rules)| (param.as_str().to_string(), self.rules(rules)))
+                .collect(),
             Some(other) => {
                 self.problem(
                     marker_of(other),
-                    "`key` names one search parameter and its rule: `key: { identifier: ... }`",
+                    "`key` maps search parameters to their rules: `key: { identifier: ... }`",
                 );
-                None
+                Vec::new()
             }
         };
         let base = match self.scalar(map, "as") {

@@ -175,18 +175,7 @@ pub(crate) fn run(
             }
             run.template(&r.template, &scope, &mut body, &element)?;
             let body = kept(body).unwrap_or_else(|| json!({}));
-            let mut key = None;
-            if let Some((param, rules)) = &r.key {
-                for rule in rules {
-                    if let Some(v) = run
-                        .values(rule, &scope, &format!("{element}.key"), None)?
-                        .first()
-                    {
-                        key = Some(format!("{param}={}", encode(&token(v))));
-                        break;
-                    }
-                }
-            }
+            let key = run.key(&r.key, &scope, &element)?;
             let t = &r.resource_type;
             let request = match (&r.operation, key) {
                 (Some(op), _) => json!({ "method": "POST", "url": op }),
@@ -208,11 +197,23 @@ pub(crate) fn run(
     })
 }
 
-/// A key value as a search token: `system|value` for an Identifier, the text otherwise.
+/// A key value as a search value: `system|value` for an Identifier, `system|code` for a
+/// Coding or a CodeableConcept (its first coding), the reference of a Reference (a
+/// `urn:uuid:` of this Bundle, which the store resolves), the text otherwise.
 fn token(v: &Value) -> String {
     match v {
         Value::Object(o) => {
-            let value = o.get("value").and_then(Value::as_str).unwrap_or("");
+            if let Some(r) = o.get("reference").and_then(Value::as_str) {
+                return r.to_string();
+            }
+            if let Some(first) = o.get("coding").and_then(|c| c.get(0)) {
+                return token(first);
+            }
+            let value = o
+                .get("value")
+                .or_else(|| o.get("code"))
+                .and_then(Value::as_str)
+                .unwrap_or("");
             match o.get("system").and_then(Value::as_str) {
                 Some(system) => format!("{system}|{value}"),
                 None => value.to_string(),
@@ -297,6 +298,33 @@ impl<'a> Run<'_, 'a> {
             place(out, &assign.target, values);
         }
         Ok(())
+    }
+
+    /// The search criteria of a resource's key (`identifier=...&patient=...`): each parameter
+    /// takes the first value its rules give; with one parameter left without a value there is
+    /// no key (an incomplete key could match another resource).
+    fn key(
+        &mut self,
+        params: &[(String, Vec<Rule>)],
+        scope: &Scope<'a>,
+        element: &str,
+    ) -> Result<Option<String>, RunError> {
+        let mut criteria = Vec::with_capacity(params.len());
+        let here = format!("{element}.key");
+        for (param, rules) in params {
+            let mut found = None;
+            for rule in rules {
+                if let Some(v) = self.values(rule, scope, &here, None)?.first() {
+                    found = Some(format!("{param}={}", encode(&token(v))));
+                    break;
+                }
+            }
+            match found {
+                Some(c) => criteria.push(c),
+                None => return Ok(None),
+            }
+        }
+        Ok((!criteria.is_empty()).then(|| criteria.join("&")))
     }
 
     /// The values a rule produces in a scope.

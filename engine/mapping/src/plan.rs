@@ -157,10 +157,10 @@ pub struct ResourcePlan {
     /// mappings share (`as: PID-Patient`); `fields` then adds to them.
     pub base: Option<usize>,
     pub when: Option<Cond>,
-    /// Search parameter and the rules giving its value (the first that gives one): the
-    /// resource is upserted through `PUT Type?param=value` (conditional update) instead of
-    /// created.
-    pub key: Option<(String, Vec<Rule>)>,
+    /// Search parameters and, for each, the rules giving its value (the first that gives
+    /// one): the resource is upserted through `PUT Type?param=value&...` (conditional update)
+    /// instead of created. The key holds only when every parameter has a value; empty: no key.
+    pub key: Vec<(String, Vec<Rule>)>,
     pub template: Template,
 }
 

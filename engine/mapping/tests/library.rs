@@ -88,3 +88,64 @@ fn invalid_yaml_is_reported_with_its_position() {
     assert!(problems[0].contains("not valid YAML"), "{problems:#?}");
     assert!(!problems[0].starts_with("0:"), "{problems:#?}");
 }
+
+/// A key of several parameters: each takes its value, a `ref:` gives the Bundle's `urn:uuid:`
+/// of the resource (the store resolves it), a CodeableConcept its `system|code`; with one
+/// parameter missing there is no key, and the resource is created rather than matched on
+/// half a key.
+#[test]
+fn keys_of_several_parameters_hold_only_when_complete() {
+    let dir = tempfile::tempdir().unwrap();
+    let (maps, cms) = (dir.path().join("mappings"), dir.path().join("cm"));
+    std::fs::create_dir_all(&maps).unwrap();
+    std::fs::create_dir_all(&cms).unwrap();
+    std::fs::write(
+        cms.join("systems.csv"),
+        "source,target\nSCT,http://snomed.info/sct\n",
+    )
+    .unwrap();
+    std::fs::write(
+        maps.join("allergies.yaml"),
+        "messages: [ADT^A01]
+resources:
+  - name: patient
+    type: Patient
+    key:
+      identifier: { from: PID-3.1 }
+    fields:
+      identifier[]: { fields: { value: PID-3.1 } }
+  - name: allergy
+    type: AllergyIntolerance
+    for: \"AL1[*]\"
+    key:
+      patient: { ref: patient }
+      code:
+        fields:
+          coding[]:
+            fields:
+              system: { from: AL1-3.3, lookup: systems }
+              code: AL1-3.1
+    fields:
+      patient: { ref: patient }
+      code: { fields: { text: AL1-3.2 } }
+",
+    )
+    .unwrap();
+    let (library, problems) = Library::load(&maps, &cms);
+    assert!(problems.is_empty(), "{problems:?}");
+    let text = "MSH|^~\\&|A|B|C|D|20240101||ADT^A01|1|P|2.5\rPID|1||123\r\
+                AL1|1||91936005^Penicillin^SCT\rAL1|2||^Dust\r";
+    let message = passerelle_hl7v2::Message::parse(text.as_bytes()).unwrap();
+    let out = library
+        .run(library.mapping("allergies").unwrap(), &message)
+        .unwrap();
+    let entries = out.bundle["entry"].as_array().unwrap();
+    let patient_url = entries[0]["fullUrl"].as_str().unwrap();
+    assert_eq!(entries[0]["request"]["url"], "Patient?identifier=123");
+    assert_eq!(
+        entries[1]["request"]["url"],
+        format!("AllergyIntolerance?patient={patient_url}&code=http://snomed.info/sct|91936005")
+    );
+    assert_eq!(entries[2]["request"]["method"], "POST", "no code: no key");
+    assert_eq!(entries[2]["request"]["url"], "AllergyIntolerance");
+}
