@@ -55,7 +55,7 @@ def test_preview_maps_without_writing(engine):
     status, out = post(engine, "/api/mappings/adt/preview", A01.encode())
     assert status == 200, out
     kinds = [e["resource"]["resourceType"] for e in out["bundle"]["entry"]]
-    assert kinds == ["Patient", "Encounter"]
+    assert kinds == ["Patient", "Encounter", "Encounter"], "the patient, the stay, its movement"
     gender = next(t for t in out["trace"] if t["element"] == "patient[0].gender")
     where = position("gender: { from: PID-8", "{")
     assert gender["input"] == "PID-8" and gender["rule"].endswith(f"hl7v2/adt.yaml:{where}"), gender

@@ -524,8 +524,10 @@ impl<'a> Compiler<'a> {
             if !append
                 && let Some(multi) = rules.iter().find_map(|r| match &r.source {
                     // With `where`, the first value that passes is meant (`PID-3[*]` where
-                    // `.5 = 'PI'`: the IPP).
-                    Source::Path(p) if p.is_multi() && r.filter.is_none() => Some(p.text.clone()),
+                    // `.5 = 'PI'`: the IPP). `join` makes one value of them.
+                    Source::Path(p) if p.is_multi() && r.filter.is_none() && r.join.is_none() => {
+                        Some(p.text.clone())
+                    }
                     _ => None,
                 })
             {
@@ -595,6 +597,7 @@ impl<'a> Compiler<'a> {
                     func: None,
                     lookup: None,
                     plus_minutes: None,
+                    join: None,
                     produce: Produce::Primitive(Primitive::String),
                 })
             }
@@ -621,6 +624,7 @@ impl<'a> Compiler<'a> {
                         "when",
                         "where",
                         "plus_minutes",
+                        "join",
                         "fields",
                         "ref",
                         "url_of",
@@ -813,6 +817,25 @@ impl<'a> Compiler<'a> {
                     );
                     return None;
                 }
+                let join = self.scalar(map, "join").map(|s| s.as_str().to_string());
+                if join.is_some() {
+                    if !matches!(source, Source::Path(_))
+                        || !matches!(produce, Produce::Primitive(_))
+                        || lookup.is_some()
+                    {
+                        self.problem(
+                            map.span().start(),
+                            "`join` makes one text of the values of `from:`: it may have `fn` \
+                             and `as:` a primitive, not `lookup`, `fields`, `ref` or a datatype map",
+                        );
+                    }
+                    if func.as_ref().is_some_and(|f| f.structured()) {
+                        self.problem(
+                            map.span().start(),
+                            "this `fn` reads the parts of a value: it cannot apply to joined text",
+                        );
+                    }
+                }
                 let plus_minutes = self.scalar(map, "plus_minutes").and_then(|s| self.path(s));
                 if plus_minutes.is_some()
                     && !matches!(
@@ -833,6 +856,7 @@ impl<'a> Compiler<'a> {
                     func,
                     lookup,
                     plus_minutes,
+                    join,
                     produce,
                 })
             }

@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 
 use crate::conceptmap::ConceptMap;
 use crate::convert::{Zone, convert};
-use crate::input::Scope;
+use crate::input::{InputPath, Scope};
 use crate::plan::*;
 
 /// One line of the trace: an element of an output resource, the rule that produced it and
@@ -383,18 +383,28 @@ impl<'a> Run<'_, 'a> {
                     out.extend(self.produce(rule, scope, &at(0), "(this value)")?);
                 }
             }
+            Source::Path(path) if rule.join.is_some() => {
+                if rule.when.as_ref().is_some_and(|w| !w.holds(scope)) {
+                    return Ok(out);
+                }
+                out.extend(self.joined(rule, path, scope, &at(0))?);
+            }
             Source::Path(path) => {
                 if rule.when.as_ref().is_some_and(|w| !w.holds(scope)) {
                     return Ok(out);
                 }
-                for node in scope.select(path) {
+                for (segment, node) in scope.select_in_segments(path) {
                     if node.is_empty() {
                         continue;
                     }
-                    let inner = scope.enter(node);
-                    if rule.filter.as_ref().is_some_and(|w| !w.holds(&inner)) {
+                    if rule
+                        .filter
+                        .as_ref()
+                        .is_some_and(|w| !w.holds(&scope.filter_scope(segment, node)))
+                    {
                         continue;
                     }
+                    let inner = scope.enter(node);
                     let here = at(out.len());
                     let produced = self.produce(rule, &inner, &here, &path.text)?;
                     if self.tracing
@@ -408,6 +418,49 @@ impl<'a> Run<'_, 'a> {
             }
         }
         Ok(out)
+    }
+
+    /// A `join:` rule: the texts of the values selected (and kept by `where`), joined, then
+    /// through `fn` and `as`.
+    fn joined(
+        &mut self,
+        rule: &Rule,
+        path: &InputPath,
+        scope: &Scope<'a>,
+        element: &str,
+    ) -> Result<Option<Value>, RunError> {
+        let separator = rule.join.as_deref().unwrap_or_default();
+        let mut parts = Vec::new();
+        for (segment, node) in scope.select_in_segments(path) {
+            if node.is_empty()
+                || rule
+                    .filter
+                    .as_ref()
+                    .is_some_and(|w| !w.holds(&scope.filter_scope(segment, node)))
+            {
+                continue;
+            }
+            parts.push(node.text());
+        }
+        if parts.is_empty() {
+            return Ok(None);
+        }
+        let mut text = parts.join(separator);
+        if let Some(f) = &rule.func {
+            text = f.apply_text(&text);
+        }
+        let p = match rule.produce {
+            Produce::Primitive(p) => p,
+            _ => crate::convert::Primitive::String,
+        };
+        let v = convert(&text, p, self.zone).map_err(|m| self.error(rule, &path.text, m))?;
+        if self.tracing
+            && let (Some((seg, _)), Some((field, _))) = (&path.segment, path.field)
+        {
+            self.covered.insert((seg.clone(), field));
+        }
+        self.traced(element, rule, &path.text);
+        Ok(Some(v))
     }
 
     fn produce(
@@ -590,7 +643,7 @@ impl<'a> Run<'_, 'a> {
 }
 
 /// A whole number of minutes at a path (`plus_minutes`); None when absent or not a number.
-fn minutes_at(scope: &Scope<'_>, path: &crate::input::InputPath) -> Option<i64> {
+fn minutes_at(scope: &Scope<'_>, path: &InputPath) -> Option<i64> {
     let text = scope.select(path).first()?.text().into_owned();
     text.trim().parse().ok()
 }

@@ -8,8 +8,17 @@ use crate::input::Node;
 pub trait Function: Send + Sync + std::fmt::Debug {
     /// The name rules call it by.
     fn name(&self) -> &'static str;
-    /// The text it makes of a value; empty produces nothing.
-    fn apply(&self, node: &Node<'_>) -> String;
+    /// The text it makes of a text (after `join:`, or of a value's text); empty produces
+    /// nothing.
+    fn apply_text(&self, text: &str) -> String;
+    /// The text it makes of a value: by default, of the value's text.
+    fn apply(&self, node: &Node<'_>) -> String {
+        self.apply_text(&node.text())
+    }
+    /// Whether it reads the parts of a value (components), so cannot apply to plain text.
+    fn structured(&self) -> bool {
+        false
+    }
 }
 
 #[derive(Debug)]
@@ -18,8 +27,8 @@ impl Function for Upper {
     fn name(&self) -> &'static str {
         "upper"
     }
-    fn apply(&self, node: &Node<'_>) -> String {
-        node.text().to_uppercase()
+    fn apply_text(&self, text: &str) -> String {
+        text.to_uppercase()
     }
 }
 
@@ -29,8 +38,8 @@ impl Function for Lower {
     fn name(&self) -> &'static str {
         "lower"
     }
-    fn apply(&self, node: &Node<'_>) -> String {
-        node.text().to_lowercase()
+    fn apply_text(&self, text: &str) -> String {
+        text.to_lowercase()
     }
 }
 
@@ -40,8 +49,8 @@ impl Function for Trim {
     fn name(&self) -> &'static str {
         "trim"
     }
-    fn apply(&self, node: &Node<'_>) -> String {
-        node.text().trim().to_string()
+    fn apply_text(&self, text: &str) -> String {
+        text.trim().to_string()
     }
 }
 
@@ -52,9 +61,21 @@ impl Function for BareOid {
     fn name(&self) -> &'static str {
         "bare_oid"
     }
-    fn apply(&self, node: &Node<'_>) -> String {
-        let t = node.text();
-        t.strip_prefix("urn:oid:").unwrap_or(&t).to_string()
+    fn apply_text(&self, text: &str) -> String {
+        text.strip_prefix("urn:oid:").unwrap_or(text).to_string()
+    }
+}
+
+/// The text (UTF-8) in base64: a text document's lines as `Attachment.data`.
+#[derive(Debug)]
+struct Base64;
+impl Function for Base64 {
+    fn name(&self) -> &'static str {
+        "base64"
+    }
+    fn apply_text(&self, text: &str) -> String {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(text)
     }
 }
 
@@ -66,6 +87,12 @@ struct HdUri;
 impl Function for HdUri {
     fn name(&self) -> &'static str {
         "hd_uri"
+    }
+    fn structured(&self) -> bool {
+        true
+    }
+    fn apply_text(&self, _text: &str) -> String {
+        String::new()
     }
     fn apply(&self, node: &Node<'_>) -> String {
         let part = |n: usize| {
@@ -98,6 +125,7 @@ pub fn builtin() -> Vec<Arc<dyn Function>> {
         Arc::new(Trim),
         Arc::new(HdUri),
         Arc::new(BareOid),
+        Arc::new(Base64),
     ]
 }
 

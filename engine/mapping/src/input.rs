@@ -225,6 +225,19 @@ impl<'a> Scope<'a> {
     /// kept (a condition may test them) and dropped by the caller when producing output.
     pub fn select(&self, path: &InputPath) -> Vec<Node<'a>> {
         let mut out = Vec::new();
+        self.walk(path, |_, n| out.push(n));
+        out
+    }
+
+    /// [`Scope::select`], with the segment each value was read in (none for a path relative
+    /// to the value in hand).
+    pub fn select_in_segments(&self, path: &InputPath) -> Vec<(Option<Segment<'a>>, Node<'a>)> {
+        let mut out = Vec::new();
+        self.walk(path, |s, n| out.push((s, n)));
+        out
+    }
+
+    fn walk(&self, path: &InputPath, mut each: impl FnMut(Option<Segment<'a>>, Node<'a>)) {
         let starts: Vec<Node<'a>> = match &path.segment {
             None => self.node.into_iter().collect(),
             Some((id, occurrence)) => self
@@ -250,9 +263,27 @@ impl<'a> Scope<'a> {
             for &n in &path.down {
                 level = level.iter().filter_map(|v| v.child(n)).collect();
             }
-            out.extend(level);
+            let segment = match start {
+                Node::Segment(s) => Some(s),
+                _ => None,
+            };
+            for n in level {
+                each(segment, n);
+            }
         }
-        out
+    }
+
+    /// The scope a `where` tests a selected value in: relative paths start from the value,
+    /// and absolute ones read the group of the segment it came from (`OBX-2` is the type of
+    /// the OBX whose `OBX[*]-5` is in hand).
+    pub fn filter_scope(&self, segment: Option<Segment<'a>>, node: Node<'a>) -> Scope<'a> {
+        match (segment, node) {
+            (
+                Some(s),
+                Node::Field(_) | Node::Repetition(_) | Node::Component(_) | Node::Subcomponent(_),
+            ) => self.enter(Node::Segment(s)).with_node(node),
+            _ => self.enter(node),
+        }
     }
 
     /// The segments named `id` in the group when it has any; else the nearest one before

@@ -97,6 +97,9 @@ pub struct Rule {
     /// Minutes to add to the dateTime produced (`plus_minutes: AIS-7`), read where the rule
     /// is written.
     pub plus_minutes: Option<InputPath>,
+    /// The values selected become one text, joined with this (`join: "\n"`: the lines of a
+    /// text document), then go through `fn` and `as`.
+    pub join: Option<String>,
     pub produce: Produce,
 }
 

@@ -149,3 +149,69 @@ resources:
     assert_eq!(entries[2]["request"]["method"], "POST", "no code: no key");
     assert_eq!(entries[2]["request"]["url"], "AllergyIntolerance");
 }
+
+/// Every message type the bundled library is meant to map has a golden test beside its
+/// mapping: the ADT events of IHE PAM / PAM FR, results, documents, orders, appointments,
+/// prescriptions and dispenses.
+#[test]
+fn every_bundled_message_type_has_a_golden_test() {
+    let mut expected: Vec<String> = [
+        "A01", "A02", "A03", "A04", "A05", "A06", "A07", "A08", "A11", "A12", "A13", "A21", "A22",
+        "A28", "A31", "A40", "A47", "A52", "A53", "A54", "A55", "Z99",
+    ]
+    .iter()
+    .map(|e| format!("ADT^{e}"))
+    .collect();
+    expected.extend(
+        [
+            "ORU^R01", "MDM^T02", "MDM^T04", "MDM^T10", "OML^O21", "ORM^O01", "SIU^S12", "SIU^S13",
+            "SIU^S14", "SIU^S15", "SIU^S17", "SIU^S26", "RDE^O11", "OMP^O09", "RDS^O13",
+        ]
+        .map(String::from),
+    );
+    let mut found = std::collections::BTreeSet::new();
+    for dir in std::fs::read_dir(root().join("mappings/hl7v2")).unwrap() {
+        let dir = dir.unwrap().path();
+        if !dir.to_string_lossy().ends_with(".tests") {
+            continue;
+        }
+        for file in std::fs::read_dir(&dir).unwrap() {
+            let file = file.unwrap().path();
+            if file.extension().is_some_and(|e| e == "hl7") {
+                let bytes = std::fs::read(&file).unwrap();
+                let message = passerelle_hl7v2::Message::parse(&bytes).unwrap();
+                let h = message.header();
+                found.insert(format!(
+                    "{}^{}",
+                    h.message_type.as_deref().unwrap_or(""),
+                    h.trigger_event.as_deref().unwrap_or("")
+                ));
+            }
+        }
+    }
+    let missing: Vec<&String> = expected.iter().filter(|t| !found.contains(*t)).collect();
+    assert!(missing.is_empty(), "no golden test for {missing:?}");
+}
+
+#[test]
+fn join_makes_text_only() {
+    let problems = problems_of(
+        "messages: [MDM^T02]
+resources:
+  - name: doc
+    type: DocumentReference
+    fields:
+      description: { from: \"OBX[*]-5\", join: \" \", lookup: sex }
+      content[]: { from: \"OBX[*]-5\", join: \" \", fn: hd_uri }
+",
+    );
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert!(
+        problems[0].starts_with("6:20: `join` makes one text"),
+        "{problems:?}"
+    );
+    assert!(
+        problems[1].starts_with("7:18: this `fn` reads the parts"),
+        "{problems:?}"
+    );
+}
