@@ -8,6 +8,11 @@ use passerelle::settings::{CommonArgs, ListenArgs, resolve};
 use passerelle::{bench, check, journal, mappings, serve, token};
 use tracing_subscriber::EnvFilter;
 
+// Mapping and storing messages allocate many small values; mimalloc handles that better than
+// the system allocator (see the workspace Cargo.toml and docs/performance.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "passerelle",

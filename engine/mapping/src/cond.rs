@@ -49,9 +49,7 @@ impl Cond {
     }
 
     pub fn holds(&self, scope: &Scope<'_>) -> bool {
-        let any = |p: &InputPath, test: &dyn Fn(&str) -> bool| {
-            scope.select(p).iter().any(|n| test(&n.text()))
-        };
+        let any = |p: &InputPath, test: &dyn Fn(&str) -> bool| scope.any(p, test);
         match self {
             Cond::Valued(p) => any(p, &|t| !t.is_empty()),
             Cond::Equals(p, v) => any(p, &|t| t == v),

@@ -178,21 +178,42 @@ fn read_dtm(text: &str) -> Result<Dtm<'_>, String> {
     })
 }
 
+// Dates and times are built by pushing slices, not with `format!`: a message has several and
+// the formatting machinery costs more than the rest of the conversion.
+
 fn date_part(d: &str) -> String {
-    match d.len() {
-        4 => d.to_string(),
-        6 => format!("{}-{}", &d[..4], &d[4..6]),
-        _ => format!("{}-{}-{}", &d[..4], &d[4..6], &d[6..8]),
+    let mut out = String::with_capacity(10);
+    push_date(&mut out, d);
+    out
+}
+
+fn push_date(out: &mut String, d: &str) {
+    out.push_str(&d[..4]);
+    if d.len() >= 6 {
+        out.push('-');
+        out.push_str(&d[4..6]);
+    }
+    if d.len() >= 8 {
+        out.push('-');
+        out.push_str(&d[6..8]);
     }
 }
 
-fn format_offset(minutes: i32) -> String {
+fn push_two_digits(out: &mut String, n: i32) {
+    out.push(char::from(b'0' + (n / 10 % 10) as u8));
+    out.push(char::from(b'0' + (n % 10) as u8));
+}
+
+fn push_offset(out: &mut String, minutes: i32) {
     if minutes == 0 {
-        return "Z".into();
+        out.push('Z');
+        return;
     }
-    let sign = if minutes < 0 { '-' } else { '+' };
+    out.push(if minutes < 0 { '-' } else { '+' });
     let m = minutes.abs();
-    format!("{sign}{:02}:{:02}", m / 60, m % 60)
+    push_two_digits(out, m / 60);
+    out.push(':');
+    push_two_digits(out, m % 60);
 }
 
 fn date_time(text: &str, zone: Zone, instant: bool) -> Result<String, String> {
@@ -204,7 +225,7 @@ fn date_time(text: &str, zone: Zone, instant: bool) -> Result<String, String> {
         }
         return Ok(date_part(d));
     }
-    let pad = |r: std::ops::Range<usize>| d.get(r).unwrap_or("00").to_string();
+    let pad = |r: std::ops::Range<usize>| d.get(r).unwrap_or("00");
     let (y, mo, day, h) = (
         d[..4].parse().unwrap_or(1970),
         d[4..6].parse().unwrap_or(1),
@@ -212,19 +233,20 @@ fn date_time(text: &str, zone: Zone, instant: bool) -> Result<String, String> {
         d[8..10].parse().unwrap_or(0),
     );
     let offset = dtm.offset.unwrap_or_else(|| zone.offset_at(y, mo, day, h));
-    let fraction = if dtm.fraction.is_empty() {
-        String::new()
-    } else {
-        format!(".{}", dtm.fraction)
-    };
-    Ok(format!(
-        "{}T{}:{}:{}{fraction}{}",
-        date_part(&d[..8]),
-        &d[8..10],
-        pad(10..12),
-        pad(12..14),
-        format_offset(offset)
-    ))
+    let mut out = String::with_capacity(32);
+    push_date(&mut out, &d[..8]);
+    out.push('T');
+    out.push_str(&d[8..10]);
+    out.push(':');
+    out.push_str(pad(10..12));
+    out.push(':');
+    out.push_str(pad(12..14));
+    if !dtm.fraction.is_empty() {
+        out.push('.');
+        out.push_str(dtm.fraction);
+    }
+    push_offset(&mut out, offset);
+    Ok(out)
 }
 
 fn number(text: &str) -> Result<Number, String> {

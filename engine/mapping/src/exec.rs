@@ -52,23 +52,31 @@ pub(crate) struct Env<'l> {
     pub conceptmaps: &'l HashMap<String, ConceptMap>,
 }
 
-/// Instances of each resource, by name; each is (fullUrl, scope, parent instance).
-type Instances<'a> = HashMap<String, Vec<(String, Scope<'a>, Option<usize>)>>;
+/// Instances of each resource, in the mapping's order; each is (fullUrl, scope, parent
+/// instance).
+type Instances<'a> = Vec<Vec<(String, Scope<'a>, Option<usize>)>>;
 
 struct Run<'l, 'a> {
     env: &'l Env<'l>,
+    resources: &'l [ResourcePlan],
     zone: Zone,
     instances: Instances<'a>,
-    /// The resource being built: its name, instance and parent instance, for `ref:`.
-    current: (String, usize, Option<usize>),
-    /// Each resource's `within` and `for`, for `ref:`.
-    plans: HashMap<String, (Option<String>, Option<String>)>,
+    /// The resource being built: its index, instance and parent instance, for `ref:`.
+    current: (usize, usize, Option<usize>),
     /// Whether to record the trace (the CLI and the preview do; channels do not, and
     /// then element names are not even formatted).
     tracing: bool,
     trace: Vec<TraceLine>,
     covered: std::collections::BTreeSet<(String, usize)>,
     depth: usize,
+}
+
+/// The position of a resource (named by `within:` or `ref:`, checked at compile time).
+fn index_of(resources: &[ResourcePlan], name: &str) -> usize {
+    resources
+        .iter()
+        .position(|r| r.name == name)
+        .expect("resource names are checked when the mapping is compiled")
 }
 
 /// A stable `urn:uuid:` for a produced resource: the same message gives the same ids, so
@@ -107,20 +115,12 @@ pub(crate) fn run(
 ) -> Result<Output, RunError> {
     let root = Scope::message(message);
     // Which instances exist, first: a reference may point to a resource declared later.
-    let mut instances: Instances<'_> = HashMap::new();
-    let mut plans = HashMap::new();
+    let mut instances: Instances<'_> = Vec::with_capacity(mapping.resources.len());
     for r in &mapping.resources {
-        plans.insert(
-            r.name.clone(),
-            (
-                r.within.clone(),
-                r.for_each.as_ref().map(|p| p.text.clone()),
-            ),
-        );
         // Where its instances are looked for: the message, or each instance of its parent.
         let places: Vec<(Scope<'_>, Option<usize>)> = match &r.within {
             None => vec![(root, None)],
-            Some(parent) => instances[parent]
+            Some(parent) => instances[index_of(&mapping.resources, parent)]
                 .iter()
                 .enumerate()
                 .map(|(i, (_, scope, _))| (*scope, Some(i)))
@@ -144,25 +144,34 @@ pub(crate) fn run(
                 }
             }
         }
-        instances.insert(r.name.clone(), kept);
+        instances.push(kept);
     }
     let mut run = Run {
         env,
+        resources: &mapping.resources,
         zone: mapping.zone,
         instances,
-        current: (String::new(), 0, None),
-        plans,
+        current: (0, 0, None),
         tracing,
         trace: Vec::new(),
         covered: Default::default(),
         depth: 0,
     };
     let mut entries = Vec::new();
-    for r in &mapping.resources {
-        let list = run.instances[&r.name].clone();
-        for (i, (url, scope, parent)) in list.into_iter().enumerate() {
-            run.current = (r.name.clone(), i, parent);
-            let element = format!("{}[{i}]", r.name);
+    for (ri, r) in mapping.resources.iter().enumerate() {
+        let count = run.instances[ri].len();
+        for i in 0..count {
+            let (url, scope, parent) = {
+                let (u, s, p) = &run.instances[ri][i];
+                (u.clone(), *s, *p)
+            };
+            run.current = (ri, i, parent);
+            // Element names only serve the trace: not even formatted without one.
+            let element = if run.tracing {
+                format!("{}[{i}]", r.name)
+            } else {
+                String::new()
+            };
             let mut body = Map::new();
             body.insert(
                 "resourceType".into(),
@@ -183,15 +192,26 @@ pub(crate) fn run(
                     Some(k) if r.keep_existing => {
                         json!({ "method": "POST", "url": t, "ifNoneExist": k })
                     }
-                    Some(k) => json!({ "method": "PUT", "url": format!("{t}?{k}") }),
+                    Some(k) => json!({ "method": "PUT", "url": ([t.as_str(), "?", &k].concat()) }),
                     None => json!({ "method": "POST", "url": t }),
                 },
             };
-            entries.push(json!({ "fullUrl": url, "resource": body, "request": request }));
+            // Built by hand, as the Bundle: `json!` would serialise the value into a copy.
+            let mut entry = Map::new();
+            entry.insert("fullUrl".into(), Value::String(url));
+            entry.insert("resource".into(), body);
+            entry.insert("request".into(), request);
+            entries.push(Value::Object(entry));
         }
     }
     Ok(Output {
-        bundle: json!({ "resourceType": "Bundle", "type": "transaction", "entry": entries }),
+        bundle: {
+            let mut b = Map::new();
+            b.insert("resourceType".into(), Value::String("Bundle".into()));
+            b.insert("type".into(), Value::String("transaction".into()));
+            b.insert("entry".into(), Value::Array(entries));
+            Value::Object(b)
+        },
         trace: run.trace,
         covered: run.covered,
     })
@@ -224,17 +244,18 @@ fn token(v: &Value) -> String {
     }
 }
 
-/// Percent-encodes a search value for a request URL (the store decodes it).
-fn encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
+/// Percent-encodes a search value into a request URL (the store decodes it).
+fn encode_into(out: &mut String, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~:|/".contains(&b) {
             out.push(b as char);
         } else {
-            out.push_str(&format!("%{b:02X}"));
+            out.push('%');
+            out.push(HEX[usize::from(b >> 4)] as char);
+            out.push(HEX[usize::from(b & 15)] as char);
         }
     }
-    out
 }
 
 /// Drops, in place, what FHIR does not allow: empty strings, objects and arrays, nulls.
@@ -255,10 +276,11 @@ fn prune(v: &mut Value) -> bool {
     }
 }
 
-/// An object built by rules, if anything is left of it.
+/// An object built by rules, if it has anything. Rules never produce an empty value (empty
+/// input produces nothing, empty constants are dropped, nested objects are kept only when
+/// not empty), so a shallow look is enough.
 fn kept(obj: Map<String, Value>) -> Option<Value> {
-    let mut v = Value::Object(obj);
-    prune(&mut v).then_some(v)
+    (!obj.is_empty()).then_some(Value::Object(obj))
 }
 
 /// Datatype maps may use one another; a map that ends up using itself stops here.
@@ -310,12 +332,20 @@ impl<'a> Run<'_, 'a> {
         element: &str,
     ) -> Result<Option<String>, RunError> {
         let mut criteria = Vec::with_capacity(params.len());
-        let here = format!("{element}.key");
+        let here = if self.tracing {
+            format!("{element}.key")
+        } else {
+            String::new()
+        };
         for (param, rules) in params {
             let mut found = None;
             for rule in rules {
                 if let Some(v) = self.values(rule, scope, &here, None)?.first() {
-                    found = Some(format!("{param}={}", encode(&token(v))));
+                    let mut c = String::with_capacity(64);
+                    c.push_str(param);
+                    c.push('=');
+                    encode_into(&mut c, &token(v));
+                    found = Some(c);
                     break;
                 }
             }
@@ -351,8 +381,13 @@ impl<'a> Run<'_, 'a> {
                         }
                         _ => c.clone(),
                     };
-                    self.traced(&at(0), rule, "value");
-                    out.push(v);
+                    // An empty constant produces nothing, as an absent input does: what rules
+                    // produce is never empty, so objects built of them need no deep pruning.
+                    let mut v = v;
+                    if prune(&mut v) {
+                        self.traced(&at(0), rule, "value");
+                        out.push(v);
+                    }
                 }
             }
             Source::Concat(parts) => {
@@ -546,7 +581,11 @@ impl<'a> Run<'_, 'a> {
                 }
                 Ok(urls
                     .into_iter()
-                    .map(|u| json!({ "reference": u }))
+                    .map(|u| {
+                        let mut r = Map::new();
+                        r.insert("reference".into(), Value::String(u));
+                        Value::Object(r)
+                    })
                     .collect())
             }
         }
@@ -556,10 +595,10 @@ impl<'a> Run<'_, 'a> {
     /// `name` is the resource it is made within, its children when `name` is made within it,
     /// the same instance when both loop over the same path, else every instance.
     fn refs(&self, name: &str) -> Vec<String> {
-        let list = &self.instances[name];
-        let (current, index, parent) = &self.current;
-        let (their_within, their_for) = &self.plans[name];
-        let (my_within, my_for) = &self.plans[current];
+        let them = index_of(self.resources, name);
+        let list = &self.instances[them];
+        let (me, index, parent) = self.current;
+        let (mine, theirs) = (&self.resources[me], &self.resources[them]);
         let pick = |keep: &dyn Fn(usize, Option<usize>) -> bool| -> Vec<String> {
             list.iter()
                 .enumerate()
@@ -567,12 +606,15 @@ impl<'a> Run<'_, 'a> {
                 .map(|(_, (u, _, _))| u.clone())
                 .collect()
         };
-        if my_within.as_deref() == Some(name) {
-            pick(&|i, _| Some(i) == *parent)
-        } else if their_within.as_deref() == Some(current.as_str()) {
-            pick(&|_, p| p == Some(*index))
-        } else if their_for.is_some() && their_for == my_for && their_within == my_within {
-            pick(&|i, _| i == *index)
+        if mine.within.as_deref() == Some(name) {
+            pick(&|i, _| Some(i) == parent)
+        } else if theirs.within.as_deref() == Some(mine.name.as_str()) {
+            pick(&|_, p| p == Some(index))
+        } else if theirs.for_each.is_some()
+            && theirs.for_each.as_ref().map(|p| &p.text) == mine.for_each.as_ref().map(|p| &p.text)
+            && theirs.within == mine.within
+        {
+            pick(&|i, _| i == index)
         } else {
             pick(&|_, _| true)
         }

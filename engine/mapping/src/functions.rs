@@ -95,23 +95,20 @@ impl Function for HdUri {
         String::new()
     }
     fn apply(&self, node: &Node<'_>) -> String {
-        let part = |n: usize| {
-            node.child(n)
-                .map(|c| c.text().into_owned())
-                .unwrap_or_default()
-        };
+        let part = |n: usize| node.child(n).map(|c| c.text()).unwrap_or_default();
         let (namespace, universal, kind) = (part(1), part(2), part(3));
         let is_oid = |s: &str| {
             s.contains('.')
                 && s.split('.')
                     .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
         };
-        match kind.as_str() {
-            "ISO" if is_oid(&universal) => format!("urn:oid:{universal}"),
-            "URI" | "URL" if !universal.is_empty() => universal,
-            "UUID" if !universal.is_empty() => format!("urn:uuid:{}", universal.to_lowercase()),
-            _ if is_oid(&universal) => format!("urn:oid:{universal}"),
-            _ if is_oid(&namespace) => format!("urn:oid:{namespace}"),
+        let oid = |s: &str| ["urn:oid:", s].concat();
+        match kind.as_ref() {
+            "ISO" if is_oid(&universal) => oid(&universal),
+            "URI" | "URL" if !universal.is_empty() => universal.into_owned(),
+            "UUID" if !universal.is_empty() => ["urn:uuid:", &universal.to_lowercase()].concat(),
+            _ if is_oid(&universal) => oid(&universal),
+            _ if is_oid(&namespace) => oid(&namespace),
             _ => String::new(),
         }
     }

@@ -229,6 +229,18 @@ impl<'a> Scope<'a> {
         out
     }
 
+    /// Whether one of the values the path selects passes the test (conditions), without
+    /// collecting them.
+    pub fn any(&self, path: &InputPath, test: impl Fn(&str) -> bool) -> bool {
+        let mut found = false;
+        self.walk(path, |_, n| {
+            if !found && test(&n.text()) {
+                found = true;
+            }
+        });
+        found
+    }
+
     /// [`Scope::select`], with the segment each value was read in (none for a path relative
     /// to the value in hand).
     pub fn select_in_segments(&self, path: &InputPath) -> Vec<(Option<Segment<'a>>, Node<'a>)> {
@@ -237,38 +249,44 @@ impl<'a> Scope<'a> {
         out
     }
 
+    /// Calls `each` with every value the path selects (and the segment it was read in), in
+    /// order, without collecting: paths are read many times per message.
     fn walk(&self, path: &InputPath, mut each: impl FnMut(Option<Segment<'a>>, Node<'a>)) {
-        let starts: Vec<Node<'a>> = match &path.segment {
-            None => self.node.into_iter().collect(),
-            Some((id, occurrence)) => self
-                .segments(id, path.in_group)
-                .into_iter()
-                .enumerate()
-                .filter(|(i, _)| match occurrence {
-                    Pick::All => true,
-                    Pick::Nth(n) => i + 1 == *n,
-                })
-                .map(|(_, s)| Node::Segment(s))
-                .collect(),
+        let mut from = |start: Node<'a>, segment: Option<Segment<'a>>| match path.field {
+            None => descend(start, &path.down, segment, &mut each),
+            Some((field, reps)) => {
+                let Some(f) = start.child(field) else {
+                    return;
+                };
+                match (f, reps) {
+                    (Node::Field(f), Pick::All) => {
+                        for r in f.repetitions() {
+                            descend(Node::Repetition(r), &path.down, segment, &mut each);
+                        }
+                    }
+                    (Node::Field(f), Pick::Nth(n)) => {
+                        if let Some(r) = f.repetition(n) {
+                            descend(Node::Repetition(r), &path.down, segment, &mut each);
+                        }
+                    }
+                    (other, _) => descend(other, &path.down, segment, &mut each),
+                }
+            }
         };
-        for start in starts {
-            let mut level: Vec<Node<'a>> = vec![start];
-            if let Some((field, reps)) = path.field {
-                level = level
-                    .iter()
-                    .filter_map(|n| n.child(field))
-                    .flat_map(|f| repetitions(f, reps))
-                    .collect();
+        match &path.segment {
+            None => {
+                if let Some(n) = self.node {
+                    from(n, None);
+                }
             }
-            for &n in &path.down {
-                level = level.iter().filter_map(|v| v.child(n)).collect();
-            }
-            let segment = match start {
-                Node::Segment(s) => Some(s),
-                _ => None,
-            };
-            for n in level {
-                each(segment, n);
+            Some((id, occurrence)) => {
+                let mut i = 0;
+                self.each_segment(id, path.in_group, |s| {
+                    i += 1;
+                    if matches!(occurrence, Pick::All) || *occurrence == Pick::Nth(i) {
+                        from(Node::Segment(s), Some(s));
+                    }
+                });
             }
         }
     }
@@ -290,24 +308,38 @@ impl<'a> Scope<'a> {
     /// the group (looking up, never sideways): inside an OBX, `OBR-3` is its order's and
     /// `PID-3` the patient's, but `NTE[*]` only the notes of this OBX.
     pub fn segments(&self, id: &str, in_group: bool) -> Vec<Segment<'a>> {
+        let mut out = Vec::new();
+        self.each_segment(id, in_group, |s| out.push(s));
+        out
+    }
+
+    /// [`Scope::segments`] one by one.
+    fn each_segment(&self, id: &str, in_group: bool, mut each: impl FnMut(Segment<'a>)) {
         let (start, end) = self.group;
-        let found: Vec<Segment<'a>> = self
+        let mut found = false;
+        for s in self
             .message
             .segments()
             .skip(start)
             .take(end.saturating_sub(start))
-            .filter(|s| s.id() == id)
-            .collect();
-        if !found.is_empty() || in_group {
-            return found;
+        {
+            if s.id() == id {
+                found = true;
+                each(s);
+            }
         }
-        self.message
+        if found || in_group {
+            return;
+        }
+        if let Some(s) = self
+            .message
             .segments()
             .take(start)
             .filter(|s| s.id() == id)
             .last()
-            .into_iter()
-            .collect()
+        {
+            each(s);
+        }
     }
 
     /// The scope of a selected value: a segment brings its group, nested in this one.
@@ -343,13 +375,20 @@ impl<'a> Scope<'a> {
     }
 }
 
-fn repetitions<'m>(node: Node<'m>, pick: Pick) -> Vec<Node<'m>> {
-    let Node::Field(f) = node else {
-        return vec![node];
-    };
-    match pick {
-        Pick::All => f.repetitions().map(Node::Repetition).collect(),
-        Pick::Nth(n) => f.repetition(n).map(Node::Repetition).into_iter().collect(),
+/// Goes down the component (and subcomponent) numbers of a path from a value.
+fn descend<'m>(
+    node: Node<'m>,
+    down: &[usize],
+    segment: Option<Segment<'m>>,
+    each: &mut impl FnMut(Option<Segment<'m>>, Node<'m>),
+) {
+    match down.split_first() {
+        None => each(segment, node),
+        Some((&n, rest)) => {
+            if let Some(child) = node.child(n) {
+                descend(child, rest, segment, each);
+            }
+        }
     }
 }
 
