@@ -292,20 +292,13 @@ impl<'a> Compiler<'a> {
                     match item.as_scalar() {
                         Some(s) => {
                             let t = s.as_str();
-                            let (kind, event) = match t.split_once('^') {
-                                Some((k, e)) => (k, Some(e.to_string())),
-                                None => (t, None),
-                            };
-                            if kind.len() != 3 || !kind.bytes().all(|b| b.is_ascii_uppercase()) {
-                                self.problem(
+                            match Trigger::parse(t) {
+                                Some(trigger) => triggers.push(trigger),
+                                None => self.problem(
                                     s.span().start(),
                                     format!("`{t}` is not a message type (ADT, ADT^A01)"),
-                                );
+                                ),
                             }
-                            triggers.push(Trigger {
-                                message_type: kind.to_string(),
-                                event,
-                            });
                         }
                         None => self.problem(marker_of(item), "a message type is expected"),
                     }

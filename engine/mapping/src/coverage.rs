@@ -25,6 +25,8 @@ pub struct Report {
     pub by_type: BTreeMap<String, TypeCoverage>,
     /// Message types no mapping takes, with how many messages.
     pub no_mapping: BTreeMap<String, usize>,
+    /// Message types left unmapped on purpose (`not-mapped.csv`): how many, and why.
+    pub not_mapped: BTreeMap<String, (usize, String)>,
     /// Files the parser refused, with its reason.
     pub rejected: Vec<(PathBuf, String)>,
     /// Messages a mapping failed on.
@@ -99,7 +101,20 @@ pub fn run(library: &Library, files: &[PathBuf], out: Option<&Path>) -> Report {
             h.trigger_event.as_deref().unwrap_or("")
         );
         let Some(mapping) = library.for_message(&ids, &message) else {
-            *report.no_mapping.entry(kind).or_default() += 1;
+            let (t, e) = (
+                h.message_type.as_deref().unwrap_or(""),
+                h.trigger_event.as_deref().unwrap_or(""),
+            );
+            match library.not_mapped(t, e) {
+                Some(reason) => {
+                    let entry = report
+                        .not_mapped
+                        .entry(kind)
+                        .or_insert_with(|| (0, reason.to_string()));
+                    entry.0 += 1;
+                }
+                None => *report.no_mapping.entry(kind).or_default() += 1,
+            }
             continue;
         };
         match library.run_traced(mapping, &message) {
@@ -134,7 +149,7 @@ impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(
             f,
-            "{:<12} {:<10} {:>8} {:>14} {:>7} {:>9}",
+            "{:<12} {:<14} {:>8} {:>14} {:>7} {:>9}",
             "type", "mapping", "messages", "fields present", "mapped", "coverage"
         )?;
         let (mut present, mut mapped) = (0, 0);
@@ -144,7 +159,7 @@ impl std::fmt::Display for Report {
             mapped += m;
             writeln!(
                 f,
-                "{kind:<12} {:<10} {:>8} {:>14} {:>7} {:>8.0}%",
+                "{kind:<12} {:<14} {:>8} {:>14} {:>7} {:>8.0}%",
                 c.mapping,
                 c.messages,
                 c.present.len(),
@@ -154,7 +169,7 @@ impl std::fmt::Display for Report {
         }
         writeln!(
             f,
-            "{:<12} {:<10} {:>8} {:>14} {:>7} {:>8.0}%",
+            "{:<12} {:<14} {:>8} {:>14} {:>7} {:>8.0}%",
             "all",
             "",
             self.by_type.values().map(|c| c.messages).sum::<usize>(),
@@ -169,6 +184,9 @@ impl std::fmt::Display for Report {
                 .map(|(k, n)| format!("{k} ({n})"))
                 .collect();
             writeln!(f, "no mapping yet: {}", list.join(", "))?;
+        }
+        for (kind, (n, reason)) in &self.not_mapped {
+            writeln!(f, "not mapped on purpose: {kind} ({n}): {reason}")?;
         }
         for (file, why) in &self.rejected {
             writeln!(f, "rejected by the parser: {}: {why}", file.display())?;

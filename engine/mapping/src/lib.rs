@@ -22,6 +22,7 @@ pub mod functions;
 pub mod golden;
 pub mod input;
 pub mod live;
+pub mod not_mapped;
 pub mod plan;
 
 use std::collections::HashMap;
@@ -43,6 +44,7 @@ pub struct Library {
     mappings: Vec<Mapping>,
     datatypes: Vec<DatatypeMap>,
     conceptmaps: HashMap<String, ConceptMap>,
+    not_mapped: Vec<not_mapped::NotMapped>,
 }
 
 /// The YAML files of a directory and its subdirectories, in name order.
@@ -73,6 +75,8 @@ impl Library {
             column: 0,
             message,
         }));
+        let (not_mapped, nm_problems) = not_mapped::load(mappings_dir);
+        problems.extend(nm_problems);
         let mut files = Vec::new();
         yaml_files(mappings_dir, &mut files);
         let mut parsed: Vec<Parsed> = Vec::new();
@@ -164,6 +168,7 @@ impl Library {
                 mappings,
                 datatypes,
                 conceptmaps,
+                not_mapped,
             },
             problems,
         )
@@ -179,6 +184,15 @@ impl Library {
 
     pub fn conceptmaps(&self) -> &HashMap<String, ConceptMap> {
         &self.conceptmaps
+    }
+
+    /// Why messages of this type are not mapped, when `not-mapped.csv` says they are not on
+    /// purpose.
+    pub fn not_mapped(&self, message_type: &str, event: &str) -> Option<&str> {
+        self.not_mapped
+            .iter()
+            .find(|n| n.trigger.matches(message_type, event))
+            .map(|n| n.reason.as_str())
     }
 
     /// The first of `candidates` (mapping ids) whose messages include this one's type.

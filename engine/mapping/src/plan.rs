@@ -175,6 +175,18 @@ pub struct Trigger {
 }
 
 impl Trigger {
+    /// `ADT^A01`, or `ADT` for every event; None when it is not a message type.
+    pub fn parse(text: &str) -> Option<Trigger> {
+        let (kind, event) = match text.split_once('^') {
+            Some((k, e)) => (k, Some(e.to_string())),
+            None => (text, None),
+        };
+        (kind.len() == 3 && kind.bytes().all(|b| b.is_ascii_uppercase())).then(|| Trigger {
+            message_type: kind.to_string(),
+            event,
+        })
+    }
+
     pub fn matches(&self, message_type: &str, event: &str) -> bool {
         self.message_type == message_type && self.event.as_deref().is_none_or(|e| e == event)
     }

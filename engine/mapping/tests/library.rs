@@ -215,3 +215,35 @@ resources:
         "{problems:?}"
     );
 }
+
+/// `not-mapped.csv` declares message types left unmapped on purpose, each with its reason;
+/// a line without a reason, or with something that is not a message type, is a problem with
+/// its line.
+#[test]
+fn types_left_unmapped_on_purpose_carry_their_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("not-mapped.csv"),
+        "# why\nmessage,reason\nACK,acknowledgements carry no data\nADT^A29,an analyst decides\nbar,lower case\nDFT,\n",
+    )
+    .unwrap();
+    let no_conceptmaps = dir.path().join("none");
+    let (library, problems) = Library::load(dir.path(), &no_conceptmaps);
+    assert_eq!(
+        library.not_mapped("ACK", "R01"),
+        Some("acknowledgements carry no data")
+    );
+    assert_eq!(library.not_mapped("ADT", "A29"), Some("an analyst decides"));
+    assert_eq!(library.not_mapped("ADT", "A01"), None);
+    let lines: Vec<(usize, &str)> = problems
+        .iter()
+        .map(|p| (p.line, p.message.as_str()))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            (5, "`bar` is not a message type (ADT, ADT^A29)"),
+            (6, "`DFT` needs a reason")
+        ]
+    );
+}

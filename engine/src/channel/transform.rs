@@ -93,12 +93,17 @@ impl Transform for MapToFhir {
         let library = self.library.get();
         let Some(mapping) = library.for_message(&self.mappings, message) else {
             let h = message.header();
-            return Ok(Routing::Drop(format!(
-                "no mapping for {}^{} (mappings: {})",
+            let (kind, event) = (
                 h.message_type.as_deref().unwrap_or(""),
                 h.trigger_event.as_deref().unwrap_or(""),
-                self.mappings.join(", ")
-            )));
+            );
+            return Ok(Routing::Drop(match library.not_mapped(kind, event) {
+                Some(reason) => format!("{kind}^{event} is not mapped on purpose: {reason}"),
+                None => format!(
+                    "no mapping for {kind}^{event} (mappings: {})",
+                    self.mappings.join(", ")
+                ),
+            }));
         };
         let output = library
             .run(mapping, message)
