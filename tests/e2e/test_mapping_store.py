@@ -239,6 +239,18 @@ def test_the_bundled_channel_maps_every_type_of_the_library(engine):
     assert len(fhir.search("Immunization")) == 2 and len(fhir.search("Condition")) == 2
     assert fhir.ids("Patient") and len(fhir.search("Patient")) == 1, "every feed found the same patient"
 
+    # An appointment booked in a named schedule, then cancelled: one Schedule, one Slot,
+    # busy then free again, which the Appointment points to.
+    send(engine, golden_input("../scheduling.tests/s12-booked-in-schedule.hl7"))
+    [slot] = fhir.search("Slot")
+    assert slot["status"] == "busy"
+    send(engine, golden_input("../scheduling.tests/s15-cancelled-in-schedule.hl7"))
+    [slot] = fhir.search("Slot")
+    [schedule] = fhir.search("Schedule")
+    assert (slot["status"], slot["schedule"]["reference"]) == ("free", f"Schedule/{schedule['id']}")
+    [booked] = fhir.search("Appointment?identifier=urn:oid:1.2.250.1.999.6.2|APT-77")
+    assert booked["status"] == "cancelled" and booked["slot"] == [{"reference": f"Slot/{slot['id']}"}]
+
     a29 = with_control_id(golden_input("a01-admit.hl7"), "A29-0001").replace("ADT^A01^ADT_A01", "ADT^A29^ADT_A21")
     acks = send_messages(engine.mllp_port, [a29])
     assert [a.code for a in acks] == ["AA"], acks
