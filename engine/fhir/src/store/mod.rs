@@ -121,9 +121,13 @@ impl Store {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
                         // Durable commits (FULL), readers never blocked by the writer (WAL).
+                        // Pages are read through a memory map shared by the connections (the
+                        // OS page cache) rather than each connection's own cache only, which
+                        // stays cold for whichever connection the next write takes.
                         sqlx::raw_sql(
                             "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
-                             PRAGMA busy_timeout = 10000; PRAGMA cache_size = -32768;",
+                             PRAGMA busy_timeout = 10000; PRAGMA cache_size = -32768; \
+                             PRAGMA mmap_size = 4294967296;",
                         )
                         .execute(conn)
                         .await?;
