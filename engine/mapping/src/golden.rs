@@ -37,8 +37,8 @@ pub fn tests_dir(mapping_file: &Path) -> PathBuf {
     mapping_file.with_file_name(format!("{stem}.tests"))
 }
 
-/// Runs the golden tests of every mapping whose file is under `filter` (a file or folder;
-/// every mapping when None).
+/// Runs the golden tests of every mapping whose file is under `filter` (a mapping file or a
+/// folder; every mapping when None), or the one test whose input file `filter` names.
 pub fn run_all(library: &Library, filter: Option<&Path>, update: bool) -> Vec<Case> {
     let filter = filter.map(|f| f.canonicalize().unwrap_or_else(|_| f.to_path_buf()));
     let mut cases = Vec::new();
@@ -47,9 +47,14 @@ pub fn run_all(library: &Library, filter: Option<&Path>, update: bool) -> Vec<Ca
             .file
             .canonicalize()
             .unwrap_or_else(|_| (*mapping.file).clone());
-        if let Some(f) = &filter
-            && !file.starts_with(f)
-            && !tests_dir(&file).starts_with(f)
+        // A mapping file or a folder: all its tests; a test's input file: that test alone.
+        let whole = filter
+            .as_ref()
+            .is_none_or(|f| file.starts_with(f) || tests_dir(&file).starts_with(f));
+        if !whole
+            && !filter
+                .as_ref()
+                .is_some_and(|f| f.starts_with(tests_dir(&file)))
         {
             continue;
         }
@@ -62,6 +67,11 @@ pub fn run_all(library: &Library, filter: Option<&Path>, update: bool) -> Vec<Ca
             .filter(|p| p.extension().and_then(|e| e.to_str()) == Some("hl7"))
             .collect();
         inputs.sort();
+        if !whole {
+            inputs.retain(|i| {
+                filter.as_ref() == Some(&i.canonicalize().unwrap_or_else(|_| i.clone()))
+            });
+        }
         for input in inputs {
             let outcome = run_case(library, mapping, &input, update);
             cases.push(Case {

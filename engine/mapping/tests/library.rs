@@ -247,3 +247,23 @@ fn types_left_unmapped_on_purpose_carry_their_reason() {
         ]
     );
 }
+
+/// `passerelle mappings test PATH`: a folder or a mapping file runs its tests, a test's input
+/// file runs that test alone.
+#[test]
+fn golden_tests_can_be_run_one_by_one() {
+    let (library, _) = Library::load(
+        &root().join("mappings"),
+        &root().join("schemas/conceptmaps"),
+    );
+    let one = root().join("mappings/hl7v2/adt.tests/a28-create-qualified.hl7");
+    let cases = golden::run_all(&library, Some(&one), false);
+    assert_eq!(cases.len(), 1);
+    assert!(cases[0].input.ends_with("a28-create-qualified.hl7"));
+    let oru = golden::run_all(
+        &library,
+        Some(&root().join("mappings/hl7v2/oru.yaml")),
+        false,
+    );
+    assert!(oru.len() >= 2 && oru.iter().all(|c| c.mapping == "oru"));
+}
