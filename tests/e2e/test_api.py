@@ -76,6 +76,7 @@ def test_metrics_count_messages_and_ack_latency(bundled_engine):
 def test_channels_list_ids_and_counters(bundled_engine):
     send_all(bundled_engine, [hl7_message("CH-1"), hl7_message("CH-2", "QRY^A19^QRY_A19")])
     bundled_engine.wait_message("CH-2", status="filtered")
+    bundled_engine.wait_message("CH-1", status="sent")
     channels = bundled_engine.api("/api/channels")
     assert [c["id"] for c in channels] == [BUNDLED_CHANNEL]
     channel = channels[0]

@@ -2,6 +2,7 @@
 //! for each destination, an outbox worker (deliver, retry, dead letter). Sources hand
 //! messages in through [`Runtime::submit`] once they are journaled.
 
+mod downstream;
 pub mod ingest;
 mod outbox;
 mod processor;
@@ -31,6 +32,8 @@ pub struct Runtime {
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
+    /// The runtime processing and deliveries run on (after `tasks`: dropped once they end).
+    _downstream: downstream::Downstream,
 }
 
 pub struct ChannelRuntime {
@@ -116,6 +119,7 @@ impl Runtime {
         let counts = journal.channel_counts().await?;
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
+        let downstream = downstream::Downstream::start()?;
         let mut runtimes = BTreeMap::new();
         for channel in channels {
             let stats = Arc::new(
@@ -134,29 +138,35 @@ impl Runtime {
                 for config in &channel.destinations {
                     let waker = Arc::new(Notify::new());
                     outboxes.insert(config.id.clone(), waker.clone());
-                    tasks.spawn(outbox::run(outbox::Worker {
-                        journal: journal.clone(),
-                        channel: channel.id.clone(),
-                        config: config.clone(),
-                        destination: destination::build(config, &services),
-                        wake: waker,
-                        stats: stats.clone(),
-                        dead_letters: dead_letters.clone(),
-                        shutdown: shutdown.clone(),
-                    }));
+                    downstream.spawn(
+                        &tasks,
+                        outbox::run(outbox::Worker {
+                            journal: journal.clone(),
+                            channel: channel.id.clone(),
+                            config: config.clone(),
+                            destination: destination::build(config, &services),
+                            wake: waker,
+                            stats: stats.clone(),
+                            dead_letters: dead_letters.clone(),
+                            shutdown: shutdown.clone(),
+                        }),
+                    );
                 }
                 let (tx, rx) = mpsc::channel(QUEUE);
                 queue = Some(tx);
-                tasks.spawn(processor::run(processor::Processor {
-                    journal: journal.clone(),
-                    channel: channel.clone(),
-                    stats: stats.clone(),
-                    queue: rx,
-                    overflow: overflow.clone(),
-                    wake: wake.clone(),
-                    outboxes: outboxes.clone(),
-                    shutdown: shutdown.clone(),
-                }));
+                downstream.spawn(
+                    &tasks,
+                    processor::run(processor::Processor {
+                        journal: journal.clone(),
+                        channel: channel.clone(),
+                        stats: stats.clone(),
+                        queue: rx,
+                        overflow: overflow.clone(),
+                        wake: wake.clone(),
+                        outboxes: outboxes.clone(),
+                        shutdown: shutdown.clone(),
+                    }),
+                );
             } else {
                 tracing::info!(channel = %channel.id, reason = ?channel.paused, "channel loaded but not running");
             }
@@ -182,6 +192,7 @@ impl Runtime {
             metrics,
             shutdown,
             tasks,
+            _downstream: downstream,
         }))
     }
 
