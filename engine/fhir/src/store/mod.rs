@@ -94,11 +94,46 @@ fn aad(t: &str, id: &str, version: i64) -> Vec<u8> {
 
 pub struct Store {
     pool: AnyPool,
+    /// Where writes go. On SQLite one connection with a large page cache: writes are one at a
+    /// time anyway, and the index pages they update stay in that cache instead of being read
+    /// again by whichever pooled connection the next write takes. On PostgreSQL, `pool`.
+    writer: AnyPool,
     backend: Backend,
     sealer: Arc<dyn Sealer>,
     write_lock: Arc<Mutex<()>>,
     /// The last committed change number, for the change feed's subscribers.
     committed: watch::Sender<i64>,
+}
+
+/// A pool of at most `max` connections; on SQLite each with `cache_mb` MB of page cache.
+async fn connect(
+    url: &str,
+    backend: Backend,
+    max: u32,
+    cache_mb: i64,
+) -> Result<AnyPool, sqlx::Error> {
+    AnyPoolOptions::new()
+        .max_connections(max)
+        .after_connect(move |conn, _| {
+            Box::pin(async move {
+                if backend == Backend::Sqlite {
+                    // Durable commits (FULL), readers never blocked by the writer (WAL).
+                    // Pages are read through a memory map shared by the connections (the OS
+                    // page cache) as well as each connection's own cache.
+                    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                         PRAGMA busy_timeout = 10000; PRAGMA cache_size = -{}; \
+                         PRAGMA mmap_size = 4294967296;",
+                        cache_mb * 1024
+                    )))
+                    .execute(conn)
+                    .await?;
+                }
+                Ok(())
+            })
+        })
+        .connect(url)
+        .await
 }
 
 impl Store {
@@ -115,39 +150,27 @@ impl Store {
             }
             _ => url.to_string(),
         };
-        let pool = AnyPoolOptions::new()
-            .max_connections(if backend == Backend::Sqlite { 4 } else { 8 })
-            .after_connect(move |conn, _| {
-                Box::pin(async move {
-                    if backend == Backend::Sqlite {
-                        // Durable commits (FULL), readers never blocked by the writer (WAL).
-                        // Pages are read through a memory map shared by the connections (the
-                        // OS page cache) rather than each connection's own cache only, which
-                        // stays cold for whichever connection the next write takes.
-                        sqlx::raw_sql(
-                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
-                             PRAGMA busy_timeout = 10000; PRAGMA cache_size = -32768; \
-                             PRAGMA mmap_size = 4294967296;",
-                        )
-                        .execute(conn)
-                        .await?;
-                    }
-                    Ok(())
-                })
-            })
-            .connect(&url)
-            .await
-            .map_err(|e| {
-                anyhow::anyhow!("connecting to the FHIR store ({}): {e}", backend.name())
-            })?;
+        let pool = connect(
+            &url,
+            backend,
+            if backend == Backend::Sqlite { 4 } else { 8 },
+            32,
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("connecting to the FHIR store ({}): {e}", backend.name()))?;
         schema::migrate(&pool, backend)
             .await
             .map_err(|e| anyhow::anyhow!("migrating the FHIR store: {e}"))?;
         let last: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM history")
             .fetch_one(&pool)
             .await?;
+        let writer = match backend {
+            Backend::Sqlite => connect(&url, backend, 1, 256).await?,
+            Backend::Postgres => pool.clone(),
+        };
         Ok(Self {
             pool,
+            writer,
             backend,
             sealer,
             write_lock: Arc::new(Mutex::new(())),
@@ -169,6 +192,7 @@ impl Store {
     }
 
     pub async fn close(&self) {
+        self.writer.close().await;
         self.pool.close().await;
     }
 
@@ -289,7 +313,7 @@ impl Store {
     /// Starts a write transaction. Writes are serialised; see the module comment.
     pub async fn begin(&self) -> FhirResult<WriteTx<'_>> {
         let guard = self.write_lock.clone().lock_owned().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         if self.backend == Backend::Postgres {
             sqlx::query("SELECT pg_advisory_xact_lock(7306)")
                 .execute(&mut *tx)
