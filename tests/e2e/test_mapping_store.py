@@ -175,7 +175,9 @@ def test_a_stay_with_contacts_allergies_diagnoses_and_dmp_consents(engine):
     consents = {c["category"][1]["coding"][0]["code"]: c for c in fhir.search(f"Consent?patient={me}")}
     assert {k: c["provision"]["type"] for k, c in consents.items()} == {
         "feeding": "deny", "consultation": "deny"}
+    assert len(fhir.search(f"Consent?patient={me}")) == 2, "the same two consents, updated"
     assert len(fhir.search("RelatedPerson")) == 2 and len(fhir.search("AllergyIntolerance")) == 1
+    assert len(fhir.search("Coverage")) == 1 and len(fhir.search("Condition")) == 1
 
     # The admission is cancelled (A11, ZBE-4 CANCEL naming the movement): the stay is
     # cancelled and its movement entered-in-error, neither is deleted.
