@@ -292,6 +292,13 @@ fn base64(text: &str) -> Result<String, String> {
 }
 
 /// Converts one non-empty text to the primitive, or says why it cannot.
+/// [`convert`], with None for a value that comes out empty (a code of blanks): FHIR allows
+/// no empty value, and mappings produce nothing for it, as for an absent one.
+pub fn typed(text: &str, to: Primitive, zone: Zone) -> Result<Option<Value>, String> {
+    let v = convert(text, to, zone)?;
+    Ok((v.as_str() != Some("")).then_some(v))
+}
+
 pub fn convert(text: &str, to: Primitive, zone: Zone) -> Result<Value, String> {
     Ok(match to {
         Primitive::String | Primitive::Uri => Value::String(text.to_string()),

@@ -8,7 +8,7 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::conceptmap::ConceptMap;
-use crate::convert::{Zone, convert};
+use crate::convert::{Zone, convert, typed};
 use crate::input::{InputPath, Scope};
 use crate::plan::*;
 
@@ -406,10 +406,12 @@ impl<'a> Run<'_, 'a> {
                             Produce::Primitive(p) => p,
                             _ => crate::convert::Primitive::String,
                         };
-                        let v = convert(&text, p, self.zone)
-                            .map_err(|m| self.error(rule, "concat", m))?;
-                        self.traced(&at(0), rule, "concat");
-                        out.push(v);
+                        if let Some(v) =
+                            typed(&text, p, self.zone).map_err(|m| self.error(rule, "concat", m))?
+                        {
+                            self.traced(&at(0), rule, "concat");
+                            out.push(v);
+                        }
                     }
                 }
             }
@@ -488,7 +490,10 @@ impl<'a> Run<'_, 'a> {
             Produce::Primitive(p) => p,
             _ => crate::convert::Primitive::String,
         };
-        let v = convert(&text, p, self.zone).map_err(|m| self.error(rule, &path.text, m))?;
+        let Some(v) = typed(&text, p, self.zone).map_err(|m| self.error(rule, &path.text, m))?
+        else {
+            return Ok(None);
+        };
         if self.tracing
             && let (Some((seg, _)), Some((field, _))) = (&path.segment, path.field)
         {
@@ -510,8 +515,11 @@ impl<'a> Run<'_, 'a> {
                 let Some(text) = self.text(rule, scope, input)? else {
                     return Ok(vec![]);
                 };
-                let mut v =
-                    convert(&text, *p, self.zone).map_err(|m| self.error(rule, input, m))?;
+                let Some(mut v) =
+                    typed(&text, *p, self.zone).map_err(|m| self.error(rule, input, m))?
+                else {
+                    return Ok(vec![]);
+                };
                 if let (Some(minutes), Value::String(at)) = (&rule.plus_minutes, &v) {
                     let Some(n) = minutes_at(scope, minutes) else {
                         return Ok(vec![]);

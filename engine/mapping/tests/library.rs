@@ -267,3 +267,41 @@ fn golden_tests_can_be_run_one_by_one() {
     );
     assert!(oru.len() >= 2 && oru.iter().all(|c| c.mapping == "oru"));
 }
+
+/// A value that comes out empty (a code of blanks) produces nothing, as an absent one does:
+/// FHIR allows no empty value, and the objects that would hold it are not written either.
+#[test]
+fn blank_values_produce_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (maps, cms) = (dir.path().join("mappings"), dir.path().join("cm"));
+    std::fs::create_dir_all(&maps).unwrap();
+    std::fs::create_dir_all(&cms).unwrap();
+    std::fs::write(
+        maps.join("blank.yaml"),
+        "messages: [ADT^A01]
+resources:
+  - name: patient
+    type: Patient
+    fields:
+      gender: { from: PID-8, as: code }
+      maritalStatus:
+        fields:
+          coding[]:
+            fields:
+              code: { from: PID-16, as: code }
+      birthDate: { from: PID-7, as: date }
+",
+    )
+    .unwrap();
+    let (library, problems) = Library::load(&maps, &cms);
+    assert!(problems.is_empty(), "{problems:?}");
+    let text = "MSH|^~\\&|A|B|C|D|20240101||ADT^A01|1|P|2.5\rPID|1||123||X||19800101| ||||||||  \r";
+    let message = passerelle_hl7v2::Message::parse(text.as_bytes()).unwrap();
+    let out = library
+        .run(library.mapping("blank").unwrap(), &message)
+        .unwrap();
+    assert_eq!(
+        out.bundle["entry"][0]["resource"],
+        serde_json::json!({"resourceType": "Patient", "birthDate": "1980-01-01"})
+    );
+}
