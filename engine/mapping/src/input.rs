@@ -307,13 +307,6 @@ impl<'a> Scope<'a> {
     /// The segments named `id` in the group when it has any; else the nearest one before
     /// the group (looking up, never sideways): inside an OBX, `OBR-3` is its order's and
     /// `PID-3` the patient's, but `NTE[*]` only the notes of this OBX.
-    pub fn segments(&self, id: &str, in_group: bool) -> Vec<Segment<'a>> {
-        let mut out = Vec::new();
-        self.each_segment(id, in_group, |s| out.push(s));
-        out
-    }
-
-    /// [`Scope::segments`] one by one.
     fn each_segment(&self, id: &str, in_group: bool, mut each: impl FnMut(Segment<'a>)) {
         let (start, end) = self.group;
         let mut found = false;
