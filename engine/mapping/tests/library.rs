@@ -29,19 +29,41 @@ fn bundled_mappings_load_and_pass_their_golden_tests() {
     assert!(failed.is_empty(), "{}", failed.join("\n"));
 }
 
-fn problems_of(mapping: &str) -> Vec<String> {
+/// Loads one mapping file (`name.yaml`) with these CSV ConceptMaps (`name`, text), in a
+/// folder of its own; the folder lives as long as the returned guard.
+fn load_one(
+    name: &str,
+    mapping: &str,
+    conceptmaps: &[(&str, &str)],
+) -> (tempfile::TempDir, Library, Vec<String>) {
     let dir = tempfile::tempdir().unwrap();
     let maps = dir.path().join("mappings");
     let cms = dir.path().join("conceptmaps");
     std::fs::create_dir_all(&maps).unwrap();
     std::fs::create_dir_all(&cms).unwrap();
-    std::fs::write(cms.join("sex.csv"), "source,target\nF,female\n").unwrap();
-    std::fs::write(maps.join("broken.yaml"), mapping).unwrap();
-    let (_, problems) = Library::load(&maps, &cms);
-    problems
+    for (cm, text) in conceptmaps {
+        std::fs::write(cms.join(format!("{cm}.csv")), text).unwrap();
+    }
+    std::fs::write(maps.join(format!("{name}.yaml")), mapping).unwrap();
+    let (library, problems) = Library::load(&maps, &cms);
+    let problems = problems
         .iter()
         .map(|p| format!("{}:{}: {}", p.line, p.column, p.message))
-        .collect()
+        .collect();
+    (dir, library, problems)
+}
+
+fn problems_of(mapping: &str) -> Vec<String> {
+    load_one("broken", mapping, &[("sex", "source,target\nF,female\n")]).2
+}
+
+/// The Bundle a loaded mapping makes of a message (segments separated by `\r`).
+fn bundle_of(library: &Library, mapping: &str, text: &str) -> serde_json::Value {
+    let message = passerelle_hl7v2::Message::parse(text.as_bytes()).unwrap();
+    library
+        .run(library.mapping(mapping).unwrap(), &message)
+        .unwrap()
+        .bundle
 }
 
 #[test]
@@ -95,17 +117,8 @@ fn invalid_yaml_is_reported_with_its_position() {
 /// half a key.
 #[test]
 fn keys_of_several_parameters_hold_only_when_complete() {
-    let dir = tempfile::tempdir().unwrap();
-    let (maps, cms) = (dir.path().join("mappings"), dir.path().join("cm"));
-    std::fs::create_dir_all(&maps).unwrap();
-    std::fs::create_dir_all(&cms).unwrap();
-    std::fs::write(
-        cms.join("systems.csv"),
-        "source,target\nSCT,http://snomed.info/sct\n",
-    )
-    .unwrap();
-    std::fs::write(
-        maps.join("allergies.yaml"),
+    let (_dir, library, problems) = load_one(
+        "allergies",
         "messages: [ADT^A01]
 resources:
   - name: patient
@@ -129,17 +142,13 @@ resources:
       patient: { ref: patient }
       code: { fields: { text: AL1-3.2 } }
 ",
-    )
-    .unwrap();
-    let (library, problems) = Library::load(&maps, &cms);
+        &[("systems", "source,target\nSCT,http://snomed.info/sct\n")],
+    );
     assert!(problems.is_empty(), "{problems:?}");
     let text = "MSH|^~\\&|A|B|C|D|20240101||ADT^A01|1|P|2.5\rPID|1||123\r\
                 AL1|1||91936005^Penicillin^SCT\rAL1|2||^Dust\r";
-    let message = passerelle_hl7v2::Message::parse(text.as_bytes()).unwrap();
-    let out = library
-        .run(library.mapping("allergies").unwrap(), &message)
-        .unwrap();
-    let entries = out.bundle["entry"].as_array().unwrap();
+    let bundle = bundle_of(&library, "allergies", text);
+    let entries = bundle["entry"].as_array().unwrap();
     let patient_url = entries[0]["fullUrl"].as_str().unwrap();
     assert_eq!(entries[0]["request"]["url"], "Patient?identifier=123");
     assert_eq!(
@@ -272,12 +281,8 @@ fn golden_tests_can_be_run_one_by_one() {
 /// FHIR allows no empty value, and the objects that would hold it are not written either.
 #[test]
 fn blank_values_produce_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let (maps, cms) = (dir.path().join("mappings"), dir.path().join("cm"));
-    std::fs::create_dir_all(&maps).unwrap();
-    std::fs::create_dir_all(&cms).unwrap();
-    std::fs::write(
-        maps.join("blank.yaml"),
+    let (_dir, library, problems) = load_one(
+        "blank",
         "messages: [ADT^A01]
 resources:
   - name: patient
@@ -291,17 +296,12 @@ resources:
               code: { from: PID-16, as: code }
       birthDate: { from: PID-7, as: date }
 ",
-    )
-    .unwrap();
-    let (library, problems) = Library::load(&maps, &cms);
+        &[],
+    );
     assert!(problems.is_empty(), "{problems:?}");
     let text = "MSH|^~\\&|A|B|C|D|20240101||ADT^A01|1|P|2.5\rPID|1||123||X||19800101| ||||||||  \r";
-    let message = passerelle_hl7v2::Message::parse(text.as_bytes()).unwrap();
-    let out = library
-        .run(library.mapping("blank").unwrap(), &message)
-        .unwrap();
     assert_eq!(
-        out.bundle["entry"][0]["resource"],
+        bundle_of(&library, "blank", text)["entry"][0]["resource"],
         serde_json::json!({"resourceType": "Patient", "birthDate": "1980-01-01"})
     );
 }
