@@ -66,7 +66,9 @@ pub async fn run(settings: Settings) -> Result<()> {
     let max_size = mllp_config.max_frame_size;
     let mut listeners: BTreeMap<SocketAddr, String> = BTreeMap::new();
     for channel in runtime.channels().filter(|c| c.is_running()) {
-        let SourceConfig::Mllp { address, .. } = &channel.channel.source;
+        let SourceConfig::Mllp { address, .. } = &channel.channel.source else {
+            continue;
+        };
         listeners.insert(address.unwrap_or(settings.mllp), channel.channel.id.clone());
     }
     let stop_mllp = CancellationToken::new();

@@ -34,7 +34,7 @@ def test_health_and_metrics_need_no_token(bundled_engine):
     status, body, _ = bundled_engine.http("GET", "/health", token=None)
     assert status == 200
     assert (body["live"], body["ready"], body["status"]) == (True, True, "ok")
-    assert body["channels"] == {BUNDLED_CHANNEL: "running"}
+    assert body["channels"] == {BUNDLED_CHANNEL: "running", "fhir-inbound": "running"}
     status, text, headers = bundled_engine.http("GET", "/metrics", token=None)
     assert status == 200 and headers["Content-Type"].startswith("text/plain")
     assert "passerelle_messages_received_total" in text
@@ -67,7 +67,7 @@ def test_metrics_count_messages_and_ack_latency(bundled_engine):
     assert value("passerelle_ack_latency_seconds_sum") > 0
     buckets = sorted(
         (float(le), v) for (name, channel, le), v in samples.items()
-        if name == "passerelle_ack_latency_seconds_bucket" and le != "+Inf"
+        if name == "passerelle_ack_latency_seconds_bucket" and le != "+Inf" and channel == BUNDLED_CHANNEL
     )
     assert [v for _, v in buckets] == sorted(v for _, v in buckets), "cumulative buckets"
     assert ("passerelle_mllp_connections", None, None) in samples
@@ -78,9 +78,9 @@ def test_channels_list_ids_and_counters(bundled_engine):
     bundled_engine.wait_message("CH-2", status="filtered")
     bundled_engine.wait_message("CH-1", status="sent")
     channels = bundled_engine.api("/api/channels")
-    assert [c["id"] for c in channels] == [BUNDLED_CHANNEL]
-    channel = channels[0]
-    assert (channel["state"], channel["source"]) == ("running", "mllp")
+    assert [(c["id"], c["source"], c["state"]) for c in channels] == [
+        ("fhir-inbound", "http", "running"), (BUNDLED_CHANNEL, "mllp", "running")]
+    channel = channels[1]
     for counter in COUNTERS:
         assert isinstance(channel[counter], int), counter
     assert {k: channel[k] for k in ("received", "acked", "rejected", "filtered", "errored", "queued")} == {

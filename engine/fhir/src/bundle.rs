@@ -15,7 +15,7 @@ use crate::error::{FhirError, FhirResult};
 use crate::ops::Written;
 use crate::search;
 use crate::store::{Expect, Store, Stored, WriteTx};
-use crate::types::{check_id, check_type, new_id};
+use crate::types::{check_id, check_resource, check_type, new_id};
 
 /// What the client asked for in each entry's response (`Prefer: return=`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -308,6 +308,69 @@ async fn get_entry(store: &Store, tx: Option<&mut WriteTx<'_>>, url: &str) -> Fh
     Ok(json!({ "resource": result, "response": { "status": "200 OK" } }))
 }
 
+/// The R4 Bundle types.
+pub const BUNDLE_TYPES: [&str; 9] = [
+    "document",
+    "message",
+    "transaction",
+    "transaction-response",
+    "batch",
+    "batch-response",
+    "history",
+    "searchset",
+    "collection",
+];
+
+/// Checks what a system submits, without a store: the structure of the resource (of each
+/// entry's resource for a Bundle, and of each transaction request) and the datatypes of the
+/// elements the store indexes. A sender hears at once, with the entry and element at fault,
+/// what the store would refuse.
+pub fn check_submission(body: &Value) -> FhirResult<()> {
+    let t = check_resource(body, None)?;
+    crate::extract::index(&t, body)?;
+    if t != "Bundle" {
+        return Ok(());
+    }
+    let kind = body.get("type").and_then(Value::as_str).unwrap_or_default();
+    if !BUNDLE_TYPES.contains(&kind) {
+        return Err(FhirError::structure(format!(
+            "Bundle.type `{kind}` is not one of {}",
+            BUNDLE_TYPES.join(", ")
+        ))
+        .at("Bundle.type"));
+    }
+    if kind == "transaction" || kind == "batch" {
+        read_entries(body)?;
+    }
+    let entries = match body.get("entry") {
+        None => return Ok(()),
+        Some(Value::Array(a)) => a,
+        Some(_) => {
+            return Err(FhirError::structure("Bundle.entry must be an array").at("Bundle.entry"));
+        }
+    };
+    for (i, e) in entries.iter().enumerate() {
+        let Some(resource) = e.get("resource") else {
+            continue;
+        };
+        // `Bundle.entry[1].resource.effective`: the inner path without its resource type.
+        let at = |mut err: FhirError| {
+            if let Some(inner) = err.expression.take() {
+                let t = resource["resourceType"].as_str().unwrap_or_default();
+                let rest = inner
+                    .strip_prefix(t)
+                    .unwrap_or(&inner)
+                    .trim_start_matches('.');
+                err.expression = (!rest.is_empty()).then(|| rest.to_string());
+            }
+            err.within(&format!("Bundle.entry[{i}].resource"))
+        };
+        let t = check_resource(resource, None).map_err(at)?;
+        crate::extract::index(&t, resource).map_err(at)?;
+    }
+    Ok(())
+}
+
 /// Processes a transaction or batch Bundle; returns the response Bundle.
 pub async fn process(store: &Store, bundle: &Value, ret: Return) -> FhirResult<Value> {
     if bundle.get("resourceType").and_then(Value::as_str) != Some("Bundle") {
@@ -552,13 +615,14 @@ async fn transaction_in(
     Ok(response_bundle("transaction-response", responses))
 }
 
-/// A PATCH entry carries its JSON Patch as a Binary (FHIR's way) or, leniently, as an array.
+/// A PATCH entry carries a FHIRPath Patch (a Parameters resource), a JSON Patch in a Binary
+/// (FHIR's way for JSON Patch) or, leniently, a JSON Patch array.
 fn patch_document(e: &Entry) -> FhirResult<Value> {
     let r = e
         .resource
         .as_ref()
         .ok_or_else(|| FhirError::invalid("PATCH needs a patch document"))?;
-    if r.is_array() {
+    if r.is_array() || r.get("resourceType").and_then(Value::as_str) == Some("Parameters") {
         return Ok(r.clone());
     }
     if r.get("resourceType").and_then(Value::as_str) == Some("Binary") {
@@ -571,7 +635,7 @@ fn patch_document(e: &Entry) -> FhirResult<Value> {
             .map_err(|e| FhirError::invalid(format!("the patch Binary's data is not JSON: {e}")));
     }
     Err(FhirError::not_supported(
-        "PATCH entries take a JSON Patch in a Binary",
+        "PATCH entries take a FHIRPath Patch (Parameters) or a JSON Patch in a Binary",
     ))
 }
 

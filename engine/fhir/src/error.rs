@@ -21,6 +21,7 @@ pub enum IssueType {
     Security,
     TooCostly,
     Processing,
+    Transient,
     Exception,
 }
 
@@ -42,6 +43,7 @@ impl IssueType {
             Self::Security => "security",
             Self::TooCostly => "too-costly",
             Self::Processing => "processing",
+            Self::Transient => "transient",
             Self::Exception => "exception",
         }
     }

@@ -8,6 +8,7 @@ pub mod datetime;
 pub mod error;
 pub mod extract;
 pub mod feed;
+pub mod fhirpath_patch;
 pub mod merge;
 pub mod normalize;
 pub mod ops;

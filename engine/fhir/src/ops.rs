@@ -130,7 +130,8 @@ impl WriteTx<'_> {
         self.update(t, &id, body, expect).await
     }
 
-    /// `PATCH [type]/[id]` with a JSON Patch document.
+    /// `PATCH [type]/[id]` with a JSON Patch document (an array) or a FHIRPath Patch (a
+    /// `Parameters` resource).
     pub async fn patch(
         &mut self,
         t: &str,
@@ -147,16 +148,20 @@ impl WriteTx<'_> {
                 current.version
             )));
         }
-        let ops: json_patch::Patch = serde_json::from_value(patch.clone())
-            .map_err(|e| FhirError::invalid(format!("not a JSON Patch document: {e}")))?;
         let mut body = current.body.expect("read returns live resources");
-        json_patch::patch(&mut body, &ops).map_err(|e| {
-            FhirError::new(
-                422,
-                crate::error::IssueType::Processing,
-                format!("the patch does not apply: {e}"),
-            )
-        })?;
+        if patch.get("resourceType").and_then(Value::as_str) == Some("Parameters") {
+            crate::fhirpath_patch::apply(&mut body, patch)?;
+        } else {
+            let ops: json_patch::Patch = serde_json::from_value(patch.clone())
+                .map_err(|e| FhirError::invalid(format!("not a JSON Patch document: {e}")))?;
+            json_patch::patch(&mut body, &ops).map_err(|e| {
+                FhirError::new(
+                    422,
+                    crate::error::IssueType::Processing,
+                    format!("the patch does not apply: {e}"),
+                )
+            })?;
+        }
         if body.get("id").and_then(Value::as_str) != Some(id)
             || body.get("resourceType").and_then(Value::as_str) != Some(t)
         {

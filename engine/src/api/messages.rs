@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use super::extract::{ApiPath, ApiQuery};
 use super::{AppState, error};
-use crate::channel::SourceConfig;
+use crate::channel::Content;
 use crate::journal::read::{MessageQuery, iso};
 use crate::journal::{NoSuchMessage, Reprocessed, Status};
 
@@ -137,29 +137,17 @@ pub async fn detail(State(state): State<Arc<AppState>>, ApiPath(id): ApiPath<i64
         Ok(None) => return error(StatusCode::NOT_FOUND, format!("no message {id}")),
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")),
     };
-    let default_charset = state.runtime.channel(&detail.summary.channel).map(|c| {
-        let SourceConfig::Mllp {
-            default_charset, ..
-        } = c.channel.source;
-        default_charset
-    });
-    let options = ParseOptions {
-        default_charset: default_charset.unwrap_or_default(),
-    };
-    let (text, parsed, parse_error) = match Message::parse_with(&detail.raw, &options) {
-        Ok(m) => {
-            let segments: Vec<Value> = m.tree().iter().map(segment_json).collect();
-            (
-                m.text().to_string(),
-                json!({ "charset": m.charset().label(), "segments": segments }),
-                None,
-            )
-        }
-        Err(e) => (
-            String::from_utf8_lossy(&detail.raw).into_owned(),
-            Value::Null,
-            Some(e.to_string()),
-        ),
+    let (text, parsed, parse_error) = if detail.summary.content_type == Content::Fhir.mime() {
+        parsed_json(&detail.raw)
+    } else {
+        let options = match state.runtime.channel(&detail.summary.channel) {
+            Some(c) => match c.channel.source.content() {
+                Content::Hl7v2(options) => options,
+                _ => ParseOptions::default(),
+            },
+            None => ParseOptions::default(),
+        };
+        parsed_hl7(&detail.raw, &options)
     };
     let trace: Vec<Value> = detail
         .trace
@@ -176,6 +164,34 @@ pub async fn detail(State(state): State<Arc<AppState>>, ApiPath(id): ApiPath<i64
     body["trace"] = json!(trace);
     body["outbox"] = json!(detail.outbox);
     Json(body).into_response()
+}
+
+/// The raw text, its HL7 v2 tree, and why it does not parse.
+fn parsed_hl7(raw: &[u8], options: &ParseOptions) -> (String, Value, Option<String>) {
+    match Message::parse_with(raw, options) {
+        Ok(m) => {
+            let segments: Vec<Value> = m.tree().iter().map(segment_json).collect();
+            (
+                m.text().to_string(),
+                json!({ "charset": m.charset().label(), "segments": segments }),
+                None,
+            )
+        }
+        Err(e) => (
+            String::from_utf8_lossy(raw).into_owned(),
+            Value::Null,
+            Some(e.to_string()),
+        ),
+    }
+}
+
+/// The raw text and the JSON it holds.
+fn parsed_json(raw: &[u8]) -> (String, Value, Option<String>) {
+    let text = String::from_utf8_lossy(raw).into_owned();
+    match serde_json::from_slice::<Value>(raw) {
+        Ok(v) => (text, v, None),
+        Err(e) => (text, Value::Null, Some(e.to_string())),
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -4,6 +4,7 @@
 mod auth;
 mod extract;
 pub mod fhir;
+mod inbound;
 mod mappings;
 mod messages;
 
@@ -63,7 +64,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,
-        ));
+        ))
+        // Authenticated by its FHIR request context: refusals are OperationOutcomes.
+        .route("/inbound/{channel}", post(inbound::receive));
     Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))

@@ -30,6 +30,11 @@ pub struct SourceDoc {
     pub address: Option<Text>,
     /// Character set assumed when MSH-18 is empty: `UTF-8` (default), `8859/1`, `8859/15`, `ASCII`.
     pub charset: Option<Text>,
+    /// `http`: what the endpoint takes (`fhir`).
+    pub content: Option<Text>,
+    /// `http`: how long a request waits for the store's answer before `202 Accepted`
+    /// (default 30s).
+    pub reply_timeout: Option<Text>,
 }
 
 /// A filter condition: `field` with exactly one of the tests, a `message_type` list, an `any`
@@ -63,6 +68,24 @@ pub struct TransformDoc {
     /// For `mapping`: the ids of the mappings to try, in order; the first whose `messages`
     /// include the message's type applies (none: the message is filtered).
     pub mappings: Option<Vec<Text>>,
+    /// For `fhir`: identifier systems rewritten on the way in.
+    pub identifier_systems: Option<Vec<SystemRewriteDoc>>,
+    /// For `fhir`: profiles declared in `meta.profile` of the resources of a type.
+    pub profiles: Option<Vec<ProfileDoc>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SystemRewriteDoc {
+    pub from: Text,
+    pub to: Text,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileDoc {
+    pub resource: Text,
+    pub profile: Text,
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,7 +1,11 @@
 //! Declarative filter conditions on message fields. A channel keeps a message when all of its
-//! conditions hold.
+//! conditions hold. `message_type` applies to every kind of input (for FHIR: the resourceType,
+//! `Bundle^transaction` for a Bundle); `field` paths are HL7 v2 paths, which `passerelle check`
+//! refuses on a channel whose source is not HL7 v2.
 
-use passerelle_hl7v2::{Message, Path};
+use passerelle_hl7v2::Path;
+
+use super::Input;
 
 #[derive(Debug, Clone)]
 pub enum Condition {
@@ -26,9 +30,12 @@ pub enum Test {
 }
 
 impl Condition {
-    pub fn matches(&self, message: &Message<'_>) -> bool {
+    pub fn matches(&self, input: &Input<'_>) -> bool {
         match self {
             Condition::Field { path, test } => {
+                let Some(message) = input.hl7() else {
+                    return false;
+                };
                 // With a `[*]` path the condition holds when any value passes (or, for the
                 // negative tests, when no value fails).
                 let values = message.get_all(path);
@@ -46,26 +53,24 @@ impl Condition {
                     Test::Exists(wanted) => values.is_empty() != *wanted,
                 }
             }
-            Condition::MessageType(patterns) => {
-                let header = message.header();
-                let kind = header.message_type.as_deref().unwrap_or("");
-                let event = header.trigger_event.as_deref().unwrap_or("");
-                patterns.iter().any(|p| match p.split_once('^') {
-                    Some((k, e)) => k == kind && e == event,
-                    None => p == kind,
-                })
-            }
-            Condition::Any(list) => list.iter().any(|c| c.matches(message)),
-            Condition::All(list) => list.iter().all(|c| c.matches(message)),
+            Condition::MessageType(patterns) => patterns.iter().any(|p| input.is_of_type(p)),
+            Condition::Any(list) => list.iter().any(|c| c.matches(input)),
+            Condition::All(list) => list.iter().all(|c| c.matches(input)),
         }
     }
 
     /// The first condition of a list that does not hold, for the trace.
-    pub fn first_failing<'c>(
-        list: &'c [Condition],
-        message: &Message<'_>,
-    ) -> Option<&'c Condition> {
-        list.iter().find(|c| !c.matches(message))
+    pub fn first_failing<'c>(list: &'c [Condition], input: &Input<'_>) -> Option<&'c Condition> {
+        list.iter().find(|c| !c.matches(input))
+    }
+
+    /// Whether the condition reads HL7 v2 fields (only channels of HL7 v2 may have one).
+    pub fn reads_hl7_fields(&self) -> bool {
+        match self {
+            Condition::Field { .. } => true,
+            Condition::MessageType(_) => false,
+            Condition::Any(list) | Condition::All(list) => list.iter().any(Self::reads_hl7_fields),
+        }
     }
 
     pub fn describe(&self) -> String {
@@ -81,6 +86,7 @@ impl Condition {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use passerelle_hl7v2::Message;
 
     const ADT: &[u8] = b"MSH|^~\\&|HIS|CHBM|LAB|CHBM|20240101120000||ADT^A01^ADT_A01|42|P|2.5\rPID|1||123^^^CHBM^PI~1234567890123^^^ASIP-SANTE-INS-NIR^INS||DUPONT^JEAN\r";
 
@@ -93,7 +99,7 @@ mod tests {
 
     #[test]
     fn field_tests() {
-        let m = Message::parse(ADT).unwrap();
+        let m = Input::Hl7(Message::parse(ADT).unwrap());
         assert!(field("MSH-4", Test::Equals("CHBM".into())).matches(&m));
         assert!(!field("MSH-4", Test::NotEquals("CHBM".into())).matches(&m));
         assert!(field("MSH-9.1", Test::In(vec!["ORU".into(), "ADT".into()])).matches(&m));
@@ -110,7 +116,7 @@ mod tests {
 
     #[test]
     fn message_type_and_groups() {
-        let m = Message::parse(ADT).unwrap();
+        let m = Input::Hl7(Message::parse(ADT).unwrap());
         assert!(Condition::MessageType(vec!["ADT".into()]).matches(&m));
         assert!(Condition::MessageType(vec!["ADT^A01".into()]).matches(&m));
         assert!(!Condition::MessageType(vec!["ADT^A08".into()]).matches(&m));

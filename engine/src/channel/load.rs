@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use marked_yaml::Spanned;
+use passerelle_fhir::bundle::BUNDLE_TYPES;
 use passerelle_hl7v2::{Charset, Path as FieldPath};
 use passerelle_mapping::Library;
 use passerelle_mapping::compile::{load_error_marker, names};
@@ -17,8 +18,8 @@ use super::destination::{DestinationConfig, DestinationKind};
 use super::doc::*;
 use super::filter::{Condition, Test};
 use super::interpolate::from_env;
-use super::transform::{MapToFhir, PassThrough, RouteByMessageType, Transform};
-use super::{Channel, RetryPolicy, SourceConfig};
+use super::transform::{FhirIntake, MapToFhir, PassThrough, RouteByMessageType, Transform};
+use super::{Channel, Content, HttpContent, RetryPolicy, SourceConfig};
 use crate::diagnostic::Diagnostic;
 
 #[derive(Debug, Default)]
@@ -71,14 +72,13 @@ pub fn load_dir_with(dir: &Path, library: &Arc<Live>) -> LoadedChannels {
                     ));
                     continue;
                 }
-                let SourceConfig::Mllp {
-                    address,
-                    address_unset,
-                    ..
-                } = &channel.source;
                 // A source whose address is an unset variable is paused: it listens nowhere
                 // and takes no address from another channel.
-                if !address_unset
+                if let SourceConfig::Mllp {
+                    address,
+                    address_unset: false,
+                    ..
+                } = &channel.source
                     && let Some(other) = mllp_addresses.insert(*address, channel.id.clone())
                 {
                     let shown = address
@@ -128,6 +128,7 @@ pub fn parse_with(
         library,
         problems: Vec::new(),
         missing_vars: Vec::new(),
+        content: None,
     };
     let channel = checker.channel(doc);
     if checker.problems.is_empty() {
@@ -194,6 +195,8 @@ struct Checker<'f> {
     library: &'f Arc<Live>,
     problems: Vec<Diagnostic>,
     missing_vars: Vec<String>,
+    /// What the channel's source takes, once read: filters and transforms depend on it.
+    content: Option<Content>,
 }
 
 impl Checker<'_> {
@@ -262,6 +265,7 @@ impl Checker<'_> {
                 .to_string(),
         };
         let source = self.source(&doc.source);
+        self.content = source.as_ref().map(SourceConfig::content);
         // An item of several kinds needs each of them, like the list itself.
         let filters = doc
             .filters
@@ -291,16 +295,64 @@ impl Checker<'_> {
     }
 
     fn source(&mut self, doc: &SourceDoc) -> Option<SourceConfig> {
-        if doc.kind.as_str() != "mllp" {
-            self.error(
-                &doc.kind,
-                format!(
-                    "unknown source type `{}` (expected: mllp)",
-                    doc.kind.as_str()
-                ),
-            );
-            return None;
+        match doc.kind.as_str() {
+            "mllp" => {
+                self.refuse_keys(
+                    "an mllp source",
+                    &[
+                        ("content", doc.content.as_ref()),
+                        ("reply_timeout", doc.reply_timeout.as_ref()),
+                    ],
+                );
+                self.mllp_source(doc)
+            }
+            "http" => {
+                self.refuse_keys(
+                    "an http source (it is served on the HTTP address)",
+                    &[
+                        ("address", doc.address.as_ref()),
+                        ("charset", doc.charset.as_ref()),
+                    ],
+                );
+                let content = match doc.content.as_ref().map(|t| (t, t.as_str())) {
+                    Some((_, "fhir")) => HttpContent::Fhir,
+                    Some((t, other)) => {
+                        self.error(t, format!("unknown content `{other}` (expected: fhir)"));
+                        return None;
+                    }
+                    None => {
+                        self.error(&doc.kind, "an http source needs `content` (fhir)");
+                        return None;
+                    }
+                };
+                let reply_timeout =
+                    self.duration(doc.reply_timeout.as_ref(), Duration::from_secs(30));
+                Some(SourceConfig::Http {
+                    content,
+                    reply_timeout,
+                })
+            }
+            other => {
+                self.error(
+                    &doc.kind,
+                    format!("unknown source type `{other}` (expected: mllp, http)"),
+                );
+                None
+            }
         }
+    }
+
+    /// Keys given that do not apply to this kind of source or destination.
+    fn refuse_keys(&mut self, what: &str, keys: &[(&str, Option<&Text>)]) {
+        for (key, value) in keys {
+            if let Some(v) = value {
+                let d = self.at_key(v, key, format!("`{key}` does not apply to {what}"));
+                self.problems.push(d);
+            }
+        }
+    }
+
+    fn mllp_source(&mut self, doc: &SourceDoc) -> Option<SourceConfig> {
         let mut address_unset = false;
         let address = match &doc.address {
             Some(text) => match self.value(text) {
@@ -380,6 +432,14 @@ impl Checker<'_> {
             || doc.starts_with.is_some()
             || doc.exists.is_some();
         match &doc.field {
+            Some(field) if !matches!(self.content, Some(Content::Hl7v2(_)) | None) => {
+                self.error(
+                    field,
+                    "`field` reads HL7 v2 fields: this channel's source does not take HL7 v2 \
+                     (filter on `message_type`)",
+                );
+                complete = false;
+            }
             Some(field) => match self.field_condition(field, doc) {
                 Some(c) => parts.push(c),
                 None => complete = false,
@@ -417,13 +477,35 @@ impl Checker<'_> {
             .collect()
     }
 
-    /// `TYPE` or `TYPE^EVENT`, three letters or digits each (filters and routes).
+    /// `TYPE` or `TYPE^EVENT` (filters and routes): three letters or digits each for HL7 v2,
+    /// a resource type (and for a Bundle its type) for FHIR.
     fn message_type(&mut self, t: &Text) {
-        if !t
-            .as_str()
-            .split('^')
+        let parts: Vec<&str> = t.as_str().split('^').collect();
+        // A source in error: what its types look like is unknown.
+        let Some(content) = self.content else { return };
+        if content == Content::Fhir {
+            let known = passerelle_fhir::types::is_resource_type(parts[0]);
+            let event_ok = match parts.get(1) {
+                None => true,
+                Some(e) => parts[0] == "Bundle" && BUNDLE_TYPES.contains(e),
+            };
+            if !known || !event_ok || parts.len() > 2 {
+                self.error(
+                    t,
+                    format!(
+                        "message type `{}`: expected a FHIR resource type, e.g. Patient, or \
+                         Bundle^TYPE ({})",
+                        t.as_str(),
+                        BUNDLE_TYPES.join(", ")
+                    ),
+                );
+            }
+            return;
+        }
+        if !parts
+            .iter()
             .all(|part| part.len() == 3 && part.chars().all(|c| c.is_ascii_alphanumeric()))
-            || t.as_str().split('^').count() > 2
+            || parts.len() > 2
         {
             self.error(
                 t,
@@ -521,8 +603,8 @@ impl Checker<'_> {
                         "`file_name` must not contain `/` or `..`",
                     );
                 }
-                self.refuse(
-                    doc,
+                self.refuse_keys(
+                    &format!("a {} destination", doc.kind.as_str()),
                     &[
                         ("address", doc.address.as_ref()),
                         ("ack_timeout", doc.ack_timeout.as_ref()),
@@ -535,8 +617,8 @@ impl Checker<'_> {
                 }
             }
             "fhir-store" => {
-                self.refuse(
-                    doc,
+                self.refuse_keys(
+                    &format!("a {} destination", doc.kind.as_str()),
                     &[
                         ("address", doc.address.as_ref()),
                         ("directory", doc.directory.as_ref()),
@@ -556,8 +638,8 @@ impl Checker<'_> {
                 if !value.is_empty() && !looks_like_host_port(&value) {
                     self.error(address, format!("`{value}` is not host:port"));
                 }
-                self.refuse(
-                    doc,
+                self.refuse_keys(
+                    &format!("a {} destination", doc.kind.as_str()),
                     &[
                         ("directory", doc.directory.as_ref()),
                         ("file_name", doc.file_name.as_ref()),
@@ -585,20 +667,6 @@ impl Checker<'_> {
             kind,
             retry,
         })
-    }
-
-    /// Keys of another destination type: an error at the key.
-    fn refuse(&mut self, doc: &DestinationDoc, keys: &[(&str, Option<&Text>)]) {
-        for (key, value) in keys {
-            if let Some(value) = value {
-                let message = format!(
-                    "`{key}` does not apply to a {} destination",
-                    doc.kind.as_str()
-                );
-                let diagnostic = self.at_key(value, key, message);
-                self.problems.push(diagnostic);
-            }
-        }
     }
 
     /// A problem reported at the key whose value is `value` (`key: value` on one line), or at
@@ -658,11 +726,41 @@ impl Checker<'_> {
         doc: Option<&TransformDoc>,
         destinations: &[String],
     ) -> Option<Arc<dyn Transform>> {
+        let fhir = matches!(self.content, Some(Content::Fhir));
         let Some(doc) = doc else {
+            // FHIR in: written as received (a single resource still needs its transaction).
+            if fhir {
+                return Some(Arc::new(FhirIntake {
+                    destinations: destinations.to_vec(),
+                    identifier_systems: Vec::new(),
+                    profiles: Vec::new(),
+                }));
+            }
             return Some(Arc::new(PassThrough {
                 destinations: destinations.to_vec(),
             }));
         };
+        if doc.kind.as_str() != "fhir" {
+            self.refuse_keys(
+                &format!("a {} transform", doc.kind.as_str()),
+                &[
+                    (
+                        "identifier_systems",
+                        doc.identifier_systems
+                            .as_ref()
+                            .and_then(|l| l.first())
+                            .map(|d| &d.from),
+                    ),
+                    (
+                        "profiles",
+                        doc.profiles
+                            .as_ref()
+                            .and_then(|l| l.first())
+                            .map(|d| &d.resource),
+                    ),
+                ],
+            );
+        }
         let known = |list: &[Text], checker: &mut Self| -> Vec<String> {
             for d in list {
                 if !destinations.iter().any(|x| x == d.as_str()) {
@@ -704,6 +802,57 @@ impl Checker<'_> {
                 let default = doc.default.as_ref().map(|d| known(d, self));
                 Some(Arc::new(RouteByMessageType { routes, default }))
             }
+            "mapping" if fhir => {
+                self.error(
+                    &doc.kind,
+                    "the mapping library reads HL7 v2: a FHIR channel takes the `fhir` transform",
+                );
+                None
+            }
+            "fhir" => {
+                if !fhir {
+                    self.error(&doc.kind, "the `fhir` transform takes a FHIR source");
+                }
+                if doc.routes.is_some() || doc.mappings.is_some() {
+                    self.error(
+                        &doc.kind,
+                        "`routes` and `mappings` do not apply to the fhir transform",
+                    );
+                }
+                let identifier_systems = doc
+                    .identifier_systems
+                    .iter()
+                    .flatten()
+                    .map(|d| (d.from.as_str().to_string(), d.to.as_str().to_string()))
+                    .collect();
+                let profiles = doc
+                    .profiles
+                    .iter()
+                    .flatten()
+                    .filter_map(|d| {
+                        if !passerelle_fhir::types::is_resource_type(d.resource.as_str()) {
+                            self.error(
+                                &d.resource,
+                                format!("`{}` is not a FHIR R4 resource type", d.resource.as_str()),
+                            );
+                            return None;
+                        }
+                        Some((
+                            d.resource.as_str().to_string(),
+                            d.profile.as_str().to_string(),
+                        ))
+                    })
+                    .collect();
+                let to = match &doc.default {
+                    Some(d) => known(d, self),
+                    None => destinations.to_vec(),
+                };
+                Some(Arc::new(FhirIntake {
+                    destinations: to,
+                    identifier_systems,
+                    profiles,
+                }))
+            }
             "mapping" => {
                 let Some(ids) = &doc.mappings else {
                     self.error(
@@ -736,7 +885,7 @@ impl Checker<'_> {
             other => {
                 self.error(
                     &doc.kind,
-                    format!("unknown transform type `{other}` (expected: pass-through, route-by-message-type, mapping)"),
+                    format!("unknown transform type `{other}` (expected: pass-through, route-by-message-type, mapping, fhir)"),
                 );
                 None
             }
@@ -823,6 +972,68 @@ destinations:
             Duration::from_secs(2)
         );
         assert!(c.paused.is_none());
+    }
+
+    #[test]
+    fn an_http_source_takes_fhir_and_filters_and_transforms_that_fit() {
+        let good = "source:\n  type: http\n  content: fhir\n  reply_timeout: 5s\nfilters:\n  - message_type: [Patient, Bundle^transaction]\ndestinations:\n  - id: store\n    type: fhir-store\n";
+        let c = parse(Path::new("channels/fhir.yaml"), good).unwrap();
+        assert_eq!(c.source.kind(), "http");
+        assert!(matches!(
+            c.source,
+            SourceConfig::Http { reply_timeout, .. } if reply_timeout == Duration::from_secs(5)
+        ));
+        assert_eq!(
+            c.transform.kind(),
+            "fhir",
+            "FHIR in is written as received by default"
+        );
+        let bad = |from: &str, to: &str| errors(&good.replace(from, to));
+        assert_eq!(
+            bad("content: fhir", "content: pdf"),
+            vec!["channels/lab.yaml:3:12: unknown content `pdf` (expected: fhir)"]
+        );
+        assert_eq!(
+            bad(
+                "  content: fhir\n",
+                "  address: 127.0.0.1:1\n  content: fhir\n"
+            ),
+            vec![
+                "channels/lab.yaml:3:3: `address` does not apply to an http source (it is served on the HTTP address)"
+            ]
+        );
+        assert!(bad("Bundle^transaction", "ADT^A01")[0].contains("expected a FHIR resource type"));
+        assert!(
+            bad("Bundle^transaction", "Patient^x")[0].contains("expected a FHIR resource type")
+        );
+        let field = bad(
+            "- message_type: [Patient, Bundle^transaction]",
+            "- field: PID-3\n    equals: x",
+        );
+        assert!(field[0].contains("reads HL7 v2 fields"), "{field:?}");
+        let mapping = errors(&format!(
+            "{good}transform:\n  type: mapping\n  mappings: [adt]\n"
+        ));
+        assert!(
+            mapping[0].contains("a FHIR channel takes the `fhir` transform"),
+            "{mapping:?}"
+        );
+        let fhir_on_mllp = errors(
+            "source:\n  type: mllp\ntransform:\n  type: fhir\ndestinations:\n  - id: store\n    type: fhir-store\n",
+        );
+        assert!(
+            fhir_on_mllp
+                .iter()
+                .any(|e| e.contains("takes a FHIR source")),
+            "{fhir_on_mllp:?}"
+        );
+        let profiles = errors(&format!(
+            "{good}transform:\n  type: fhir\n  profiles:\n    - resource: Patiant\n      profile: http://x\n"
+        ));
+        assert!(
+            profiles[0].contains("`Patiant` is not a FHIR R4 resource type"),
+            "{profiles:?}"
+        );
     }
 
     #[test]

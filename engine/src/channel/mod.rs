@@ -4,6 +4,7 @@
 pub mod destination;
 pub mod doc;
 pub mod filter;
+pub mod input;
 pub mod interpolate;
 pub mod load;
 pub mod retry;
@@ -13,10 +14,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use passerelle_hl7v2::Charset;
+use passerelle_hl7v2::{Charset, ParseOptions};
 
 pub use destination::DestinationConfig;
 pub use filter::Condition;
+pub use input::{Content, Input};
 pub use load::{LoadedChannels, load_dir, load_dir_with};
 pub use retry::RetryPolicy;
 pub use transform::Transform;
@@ -54,12 +56,41 @@ pub enum SourceConfig {
         address_unset: bool,
         default_charset: Charset,
     },
+    /// `POST /api/inbound/{channel}` on the HTTP address.
+    Http {
+        content: HttpContent,
+        /// How long a request waits for the store's answer before it gets `202 Accepted`
+        /// (the message is journaled and will be applied).
+        reply_timeout: std::time::Duration,
+    },
+}
+
+/// What an HTTP source takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpContent {
+    Fhir,
 }
 
 impl SourceConfig {
     pub fn kind(&self) -> &'static str {
         match self {
             SourceConfig::Mllp { .. } => "mllp",
+            SourceConfig::Http { .. } => "http",
+        }
+    }
+
+    /// How the channel's messages are read.
+    pub fn content(&self) -> Content {
+        match self {
+            SourceConfig::Mllp {
+                default_charset, ..
+            } => Content::Hl7v2(ParseOptions {
+                default_charset: *default_charset,
+            }),
+            SourceConfig::Http {
+                content: HttpContent::Fhir,
+                ..
+            } => Content::Fhir,
         }
     }
 }

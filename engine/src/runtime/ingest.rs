@@ -14,7 +14,7 @@ use passerelle_hl7v2::{ErrorCode, Header, Message, ParseError, ParseOptions};
 
 use super::Runtime;
 use super::processor::{account, pipeline};
-use crate::channel::SourceConfig;
+use crate::channel::{Input, SourceConfig};
 use crate::journal::{NewMessage, Pending, Status, TraceStep, now_micros};
 use crate::metrics::ChannelStats;
 
@@ -53,7 +53,10 @@ impl MllpIngest {
         let rt = runtime.channel(channel)?;
         let SourceConfig::Mllp {
             default_charset, ..
-        } = rt.channel.source;
+        } = rt.channel.source
+        else {
+            return None;
+        };
         let stats = rt.stats.clone();
         Some(Self {
             runtime,
@@ -165,8 +168,8 @@ impl MllpIngest {
 
     async fn accept(&self, bytes: Bytes, peer: SocketAddr, started: Instant) -> Option<Bytes> {
         let parse_at = now_micros();
-        let message = match Message::parse_with(&bytes, &self.options) {
-            Ok(m) => m,
+        let input = match Message::parse_with(&bytes, &self.options) {
+            Ok(m) => Input::Hl7(m),
             Err(e) => return self.refuse_unparseable(&bytes, peer, started, e).await,
         };
         let parsed = TraceStep::new(
@@ -181,7 +184,7 @@ impl MllpIngest {
             .runtime
             .channel(&self.channel)
             .filter(|c| c.is_running());
-        let outcome = channel.map(|c| pipeline(&c.channel, &self.stats, &message, parsed));
+        let outcome = channel.map(|c| pipeline(&c.channel, &self.stats, &input, parsed));
         let effects = outcome.as_ref().map(|o| {
             let destinations: Vec<String> = o
                 .outbox
@@ -190,7 +193,7 @@ impl MllpIngest {
                 .collect();
             (o.status, destinations)
         });
-        let header = message.header();
+        let header = input.hl7().expect("an HL7 v2 input").header();
         let wants_ack = accept_ack_wanted(&header, true);
         let record = NewMessage {
             ack: wants_ack.then(|| ack_code(Some(&header), true, false).as_str().to_string()),

@@ -3,9 +3,11 @@
 //! messages in through [`Runtime::submit`] once they are journaled.
 
 mod downstream;
+pub mod http_ingest;
 pub mod ingest;
 mod outbox;
 mod processor;
+pub mod replies;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -17,8 +19,8 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::channel::Channel;
 use crate::channel::destination;
+use crate::channel::{Channel, SourceConfig};
 use crate::journal::{Journal, Pending, Reprocessed};
 use crate::metrics::{ChannelStats, CounterSnapshot, Metrics};
 
@@ -32,6 +34,8 @@ pub struct Runtime {
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
+    /// Answers for the senders of HTTP sources, who wait for what the store did.
+    replies: Arc<replies::Replies>,
     /// The runtime processing and deliveries run on (after `tasks`: dropped once they end).
     _downstream: downstream::Downstream,
 }
@@ -120,6 +124,7 @@ impl Runtime {
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
         let downstream = downstream::Downstream::start()?;
+        let replies = Arc::new(replies::Replies::default());
         let mut runtimes = BTreeMap::new();
         for channel in channels {
             let stats = Arc::new(
@@ -148,6 +153,9 @@ impl Runtime {
                             wake: waker,
                             stats: stats.clone(),
                             dead_letters: dead_letters.clone(),
+                            // Only HTTP senders wait for an answer.
+                            replies: matches!(channel.source, SourceConfig::Http { .. })
+                                .then(|| replies.clone()),
                             shutdown: shutdown.clone(),
                         }),
                     );
@@ -192,12 +200,17 @@ impl Runtime {
             metrics,
             shutdown,
             tasks,
+            replies,
             _downstream: downstream,
         }))
     }
 
     pub fn journal(&self) -> &Journal {
         &self.journal
+    }
+
+    pub fn replies(&self) -> &replies::Replies {
+        &self.replies
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {

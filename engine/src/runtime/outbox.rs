@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use super::replies::Replies;
 use crate::channel::DestinationConfig;
-use crate::channel::destination::Destination;
+use crate::channel::destination::{Destination, Reply};
 use crate::journal::{Delivery, DeliveryResult, Journal, TraceStep, now_micros};
 use crate::metrics::ChannelStats;
 
@@ -23,6 +24,8 @@ pub(super) struct Worker {
     pub stats: Arc<ChannelStats>,
     /// Shared by the channel's workers: dead letters are recorded one at a time.
     pub dead_letters: Arc<tokio::sync::Mutex<()>>,
+    /// Where a waiting sender gets the destination's answer (HTTP sources only).
+    pub replies: Option<Arc<Replies>>,
     pub shutdown: CancellationToken,
 }
 
@@ -67,6 +70,7 @@ pub(super) async fn run(w: Worker) {
             continue;
         }
         let mut results = Vec::with_capacity(due.len());
+        let mut answers: Vec<(i64, Reply)> = Vec::new();
         let mut stop = false;
         // A destination that delivers many at once does so now; the loop below then records
         // each item's outcome as if it had been delivered alone.
@@ -104,10 +108,13 @@ pub(super) async fn run(w: Worker) {
             };
             let attempt = item.attempts as u32 + 1;
             let (result, step) = match outcome {
-                Ok(note) => {
+                Ok(delivered) => {
                     w.stats.sent.fetch_add(1, Relaxed);
                     w.stats.queued.fetch_sub(1, Relaxed);
-                    (DeliveryResult::Sent, step("sent", note))
+                    if let Some(reply) = delivered.reply {
+                        answers.push((item.message_id, reply));
+                    }
+                    (DeliveryResult::Sent, step("sent", delivered.note))
                 }
                 Err(e) => match (e.permanent, w.config.retry.delay_after(attempt)) {
                     (false, Some(delay)) => {
@@ -118,6 +125,7 @@ pub(super) async fn run(w: Worker) {
                             e.message
                         );
                         tracing::warn!(channel = %w.channel, destination = %w.config.id, "{detail}");
+                        answers.push((item.message_id, will_retry(item.message_id, &detail)));
                         (
                             DeliveryResult::Retry {
                                 at,
@@ -135,6 +143,9 @@ pub(super) async fn run(w: Worker) {
                         let detail =
                             format!("dead letter after attempt {attempt} ({why}): {}", e.message);
                         tracing::error!(channel = %w.channel, destination = %w.config.id, "{detail}");
+                        if let Some(reply) = e.reply {
+                            answers.push((item.message_id, reply));
+                        }
                         w.stats.queued.fetch_sub(1, Relaxed);
                         (
                             DeliveryResult::Dead { error: e.message },
@@ -170,6 +181,12 @@ pub(super) async fn run(w: Worker) {
             w.idle(POLL).await;
             continue;
         }
+        // Recorded: the waiting senders may now hear what happened.
+        if let Some(replies) = &w.replies {
+            for (message_id, reply) in answers {
+                replies.answer(message_id, reply);
+            }
+        }
         for outbox_id in dead {
             match w.journal.first_dead_letter_of_run(outbox_id).await {
                 Ok(true) => {
@@ -182,6 +199,19 @@ pub(super) async fn run(w: Worker) {
             }
         }
         drop(one_at_a_time);
+    }
+}
+
+/// The answer while a delivery waits for its next attempt: accepted, not yet applied.
+fn will_retry(message_id: i64, detail: &str) -> Reply {
+    Reply {
+        status: 202,
+        body: passerelle_fhir::error::operation_outcome(
+            "warning",
+            "transient",
+            &format!("journaled as message {message_id}, not applied yet: {detail}"),
+            None,
+        ),
     }
 }
 

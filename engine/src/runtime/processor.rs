@@ -7,12 +7,11 @@ use std::sync::atomic::{AtomicBool, Ordering::*};
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
-use passerelle_hl7v2::{Message, ParseOptions};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::channel::transform::Routing;
-use crate::channel::{Channel, Condition, SourceConfig};
+use crate::channel::{Channel, Condition, Input};
 use crate::journal::{
     Journal, NewOutbox, Outcome, Pending, Processed, Status, TraceStep, now_micros,
 };
@@ -100,22 +99,16 @@ impl Processor {
     }
 
     fn process(&self, pending: &Pending) -> Processed {
-        let SourceConfig::Mllp {
-            default_charset, ..
-        } = &self.channel.source;
-        let options = ParseOptions {
-            default_charset: *default_charset,
-        };
         let at = now_micros();
         let t = Instant::now();
-        let outcome = match Message::parse_with(&pending.raw, &options) {
-            Ok(message) => {
+        let outcome = match self.channel.source.content().parse(&pending.raw) {
+            Ok(input) => {
                 let parsed = TraceStep::new("parse", at, t.elapsed().as_micros() as i64, "ok");
-                pipeline(&self.channel, &self.stats, &message, parsed)
+                pipeline(&self.channel, &self.stats, &input, parsed)
             }
             Err(e) => {
                 let step = TraceStep::new("parse", at, t.elapsed().as_micros() as i64, "error")
-                    .detail(e.to_string());
+                    .detail(e.clone());
                 Outcome {
                     status: Status::Errored,
                     error: Some(format!("parse: {e}")),
@@ -153,7 +146,7 @@ pub(super) fn account(stats: &ChannelStats, status: Status, queued: usize) {
 pub(super) fn pipeline(
     channel: &Channel,
     stats: &ChannelStats,
-    message: &Message<'_>,
+    input: &Input<'_>,
     parsed: TraceStep,
 ) -> Outcome {
     let started = Instant::now();
@@ -165,7 +158,7 @@ pub(super) fn pipeline(
     };
     let at = now_micros();
     let t = Instant::now();
-    if let Some(failing) = Condition::first_failing(&channel.filters, message) {
+    if let Some(failing) = Condition::first_failing(&channel.filters, input) {
         step(
             "filter",
             at,
@@ -185,7 +178,7 @@ pub(super) fn pipeline(
     let at = now_micros();
     let t = Instant::now();
     let kind = channel.transform.kind();
-    let outputs = match channel.transform.apply(message) {
+    let outputs = match channel.transform.apply(input) {
         Ok(Routing::Deliver(outputs)) => outputs,
         Ok(Routing::Drop(why)) => {
             step(

@@ -5,6 +5,8 @@
 use std::net::SocketAddr;
 
 use passerelle_fhir::FhirError;
+use passerelle_fhir::types::check_type;
+use serde_json::Value;
 
 use crate::token::Principal;
 
@@ -118,6 +120,80 @@ impl Policy for SmartScopes {
             ctx.scopes.join(" ")
         )))
     }
+}
+
+/// A transaction or batch: every entry's type needs the scope for what the entry does.
+pub fn check_entries(
+    policy: &dyn Policy,
+    ctx: &AccessContext,
+    bundle: &Value,
+) -> Result<(), FhirError> {
+    for (i, entry) in entries(bundle).enumerate() {
+        let method = entry
+            .pointer("/request/method")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let url = entry
+            .pointer("/request/url")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let t = url
+            .trim_start_matches('/')
+            .split(['/', '?'])
+            .next()
+            .unwrap_or("");
+        let action = match method {
+            "GET" | "HEAD" => Action::Read,
+            "POST" => Action::Create,
+            "DELETE" => Action::Delete,
+            _ => Action::Update,
+        };
+        if check_type(t).is_ok() {
+            policy
+                .allow(ctx, t, action)
+                .map_err(|e| e.within(&format!("Bundle.entry[{i}]")))?;
+        }
+    }
+    Ok(())
+}
+
+/// What a sender submits to a FHIR channel: the scopes the FHIR API would ask for the same
+/// writes (a channel is no way around them). A transaction or batch is checked entry by
+/// entry; otherwise each resource written (the resource itself, or the resources of a
+/// collection, searchset or message Bundle) needs `create`, or `update` when it has an id.
+pub fn check_submission(
+    policy: &dyn Policy,
+    ctx: &AccessContext,
+    body: &Value,
+) -> Result<(), FhirError> {
+    let kind = body["type"].as_str().unwrap_or_default();
+    let is_bundle = body["resourceType"] == "Bundle";
+    if is_bundle && (kind == "transaction" || kind == "batch") {
+        return check_entries(policy, ctx, body);
+    }
+    let written: Vec<&Value> = if is_bundle && kind != "document" {
+        entries(body).filter_map(|e| e.get("resource")).collect()
+    } else {
+        vec![body]
+    };
+    for r in written {
+        let t = r["resourceType"].as_str().unwrap_or_default();
+        let action = if r.get("id").is_some() {
+            Action::Update
+        } else {
+            Action::Create
+        };
+        policy.allow(ctx, t, action)?;
+    }
+    Ok(())
+}
+
+fn entries(bundle: &Value) -> impl Iterator<Item = &Value> {
+    bundle
+        .get("entry")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
 }
 
 #[cfg(test)]

@@ -135,7 +135,7 @@ fn build(backend: Backend) -> Value {
         },
         "fhirVersion": "4.0.1",
         "format": ["application/fhir+json", "json"],
-        "patchFormat": ["application/json-patch+json"],
+        "patchFormat": ["application/json-patch+json", "application/fhir+json"],
         "rest": [{
             "mode": "server",
             "documentation": "Search: string (default, :exact, :contains), token (system|code, :not, :text), reference (Type/id, :Type, :identifier, chains such as subject:Patient.name), date, number and quantity with the prefixes eq ne gt lt ge le sa eb ap, uri (:below), :missing on all; _id, _lastUpdated, _count, _sort, _include, _revinclude (:iterate), _summary (count, data, text), _elements, _total=accurate. Paging links stay valid while data changes (keyset cursors). Composite parameters are not supported.",

@@ -23,8 +23,8 @@ use serde_json::Value;
 use crate::api::AppState;
 use access::{Action, Policy};
 use audit::{AuditRecord, AuditSink};
-pub use respond::{Ctx, Reply};
-use respond::{error_response, parse_body};
+use respond::parse_body;
+pub use respond::{Ctx, Reply, error_response, json_response};
 
 /// The FHIR side of the server: the store and the two extension points around it.
 pub struct FhirApi {
@@ -306,14 +306,24 @@ async fn patch(
                 .unwrap_or("")
                 .trim()
                 .to_string();
-            if mime != "application/json-patch+json" {
+            let doc = parse_body(&body)?;
+            // The format follows the Content-Type: a JSON Patch array, or a FHIRPath Patch
+            // (a Parameters resource).
+            let fits = match mime.as_str() {
+                "application/json-patch+json" => doc.is_array(),
+                "application/fhir+json" | "application/json" => {
+                    doc.get("resourceType").and_then(Value::as_str) == Some("Parameters")
+                }
+                _ => false,
+            };
+            if !fits {
                 return Err(FhirError::new(
                     415,
                     passerelle_fhir::IssueType::NotSupported,
-                    "PATCH takes a JSON Patch (Content-Type: application/json-patch+json)",
+                    "PATCH takes a JSON Patch (Content-Type: application/json-patch+json) or a \
+                     FHIRPath Patch Parameters resource (Content-Type: application/fhir+json)",
                 ));
             }
-            let doc = parse_body(&body)?;
             let w = api(&state)
                 .store
                 .patch(&t, &id, &doc, ctx.expect()?)
@@ -538,40 +548,7 @@ async fn transaction(State(state): Shared, ctx: Ctx, body: Bytes) -> Response {
         None,
         async || {
             let value = resource_body(&ctx, &body)?;
-            // Every entry's type needs the scope for what the entry does.
-            for (i, entry) in value
-                .get("entry")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .enumerate()
-            {
-                let method = entry
-                    .pointer("/request/method")
-                    .and_then(Value::as_str)
-                    .unwrap_or("");
-                let url = entry
-                    .pointer("/request/url")
-                    .and_then(Value::as_str)
-                    .unwrap_or("");
-                let t = url
-                    .trim_start_matches('/')
-                    .split(['/', '?'])
-                    .next()
-                    .unwrap_or("");
-                let action = match method {
-                    "GET" | "HEAD" => Action::Read,
-                    "POST" => Action::Create,
-                    "DELETE" => Action::Delete,
-                    _ => Action::Update,
-                };
-                if check_type(t).is_ok() {
-                    api(&state)
-                        .policy
-                        .allow(&ctx.access, t, action)
-                        .map_err(|e| e.within(&format!("Bundle.entry[{i}]")))?;
-                }
-            }
+            access::check_entries(api(&state).policy.as_ref(), &ctx.access, &value)?;
             let response = bundle::process(&api(&state).store, &value, ctx.prefer_return).await?;
             let entities = response
                 .get("entry")

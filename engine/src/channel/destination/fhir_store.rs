@@ -11,7 +11,7 @@ use passerelle_fhir::Store;
 use passerelle_fhir::bundle::{self, Return};
 use serde_json::{Value, json};
 
-use super::{DeliveryError, DeliveryFuture, Destination};
+use super::{Delivered, DeliveryError, DeliveryFuture, DeliveryResult, Destination, Reply};
 use crate::api::fhir::access::{AccessContext, Action};
 use crate::api::fhir::audit::AuditRecord;
 use crate::journal::OutboxItem;
@@ -94,26 +94,47 @@ fn parse(channel: &str, item: &OutboxItem) -> Result<Value, DeliveryError> {
 }
 
 fn refused(e: passerelle_fhir::FhirError) -> DeliveryError {
+    let reply = Reply {
+        status: e.status,
+        body: e.outcome(),
+    };
     if e.status < 500 {
         // The store refused the content itself: trying again cannot help.
         DeliveryError::permanent(format!(
             "the FHIR store refused the Bundle ({}): {}",
             e.status, e.diagnostics
         ))
+        .with_reply(reply)
     } else {
-        DeliveryError::retry(e.diagnostics)
+        DeliveryError::retry(e.diagnostics).with_reply(reply)
+    }
+}
+
+/// The trace's note, and the transaction-response for a sender waiting on it: the entries
+/// answer the entries it sent (the AuditEvent this destination adds is left out).
+fn delivered(mut response: Value) -> Delivered {
+    let note = summary(&response);
+    if let Some(entries) = response.get_mut("entry").and_then(Value::as_array_mut) {
+        entries.pop();
+    }
+    Delivered {
+        note,
+        reply: Some(Reply {
+            status: 200,
+            body: response,
+        }),
     }
 }
 
 impl FhirStoreDestination {
-    async fn one(&self, channel: &str, item: &OutboxItem) -> Result<String, DeliveryError> {
+    async fn one(&self, channel: &str, item: &OutboxItem) -> DeliveryResult {
         let Some(store) = &self.store else {
             return Err(DeliveryError::retry("the FHIR store is not open"));
         };
         let bundle = parse(channel, item)?;
         bundle::process(store, &bundle, Return::Minimal)
             .await
-            .map(|r| summary(&r))
+            .map(delivered)
             .map_err(refused)
     }
 }
@@ -138,7 +159,7 @@ impl Destination for FhirStoreDestination {
             if good.len() == items.len()
                 && let Ok(responses) = bundle::process_all(store, &good).await
             {
-                return responses.iter().map(|r| Ok(summary(r))).collect();
+                return responses.into_iter().map(|r| Ok(delivered(r))).collect();
             }
             let mut out = Vec::with_capacity(items.len());
             for item in items {

@@ -100,7 +100,7 @@ impl Destination for FileDestination {
         Box::pin(async move {
             let name = self.file_name(channel, item);
             match self.writer.write(&name, &item.payload).await {
-                Ok(path) => Ok(format!("written to {}", path.display())),
+                Ok(path) => Ok(format!("written to {}", path.display()).into()),
                 Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => Err(
                     DeliveryError::permanent(format!("invalid file name {name:?}: {e}")),
                 ),

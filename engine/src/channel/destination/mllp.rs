@@ -8,7 +8,7 @@ use passerelle_hl7v2::Message;
 use passerelle_hl7v2::ack::{AckCode, read_ack};
 use tokio::sync::Mutex;
 
-use super::{DeliveryError, DeliveryFuture, Destination};
+use super::{Delivered, DeliveryError, DeliveryFuture, Destination};
 use crate::journal::OutboxItem;
 
 /// How long after its reply a connection is watched, the first time it is reused, for the
@@ -103,7 +103,7 @@ impl Destination for MllpDestination {
                 match client.send(&item.payload).await {
                     Ok(reply) => {
                         link.replied();
-                        return judge_ack(&reply, item.control_id.as_deref());
+                        return judge_ack(&reply, item.control_id.as_deref()).map(Delivered::from);
                     }
                     // The peer closed the reused connection just before the write: the frame
                     // did not get through whole, so sending it once more on a fresh connection
@@ -217,7 +217,10 @@ mod tests {
         let (address, connections) = peer(None).await;
         let d = destination(address);
         for id in ["K-1", "K-2", "K-3"] {
-            assert_eq!(d.deliver("c", &item(id)).await, Ok("AA".to_string()));
+            assert_eq!(
+                d.deliver("c", &item(id)).await,
+                Ok(Delivered::from("AA".to_string()))
+            );
         }
         assert_eq!(connections.load(Ordering::SeqCst), 1);
     }
@@ -231,7 +234,7 @@ mod tests {
             for id in ["C-1", "C-2", "C-3", "C-4"] {
                 assert_eq!(
                     d.deliver("c", &item(id)).await,
-                    Ok("AA".to_string()),
+                    Ok(Delivered::from("AA".to_string())),
                     "{delay:?}"
                 );
             }

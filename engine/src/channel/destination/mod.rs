@@ -47,13 +47,36 @@ impl DestinationKind {
     }
 }
 
+/// A delivery made: a short note for the trace and, when the peer answers with content (the
+/// FHIR store's transaction-response), that answer for a sender waiting on it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivered {
+    pub note: String,
+    pub reply: Option<Reply>,
+}
+
+impl From<String> for Delivered {
+    fn from(note: String) -> Self {
+        Self { note, reply: None }
+    }
+}
+
+/// The peer's answer, as an HTTP source gives it back to its sender.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    pub status: u16,
+    pub body: serde_json::Value,
+}
+
 /// Why a delivery failed, and whether trying again can help.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DeliveryError {
     /// The peer refused the message itself (e.g. an HL7 AR): retrying the same bytes is
     /// pointless, it goes to the dead letter at once.
     pub permanent: bool,
     pub message: String,
+    /// The refusal as the peer worded it (the store's OperationOutcome), for a waiting sender.
+    pub reply: Option<Reply>,
 }
 
 impl DeliveryError {
@@ -61,6 +84,7 @@ impl DeliveryError {
         Self {
             permanent: false,
             message: message.into(),
+            reply: None,
         }
     }
 
@@ -68,15 +92,23 @@ impl DeliveryError {
         Self {
             permanent: true,
             message: message.into(),
+            reply: None,
+        }
+    }
+
+    pub fn with_reply(self, reply: Reply) -> Self {
+        Self {
+            reply: Some(reply),
+            ..self
         }
     }
 }
 
-pub type DeliveryFuture<'a> =
-    Pin<Box<dyn Future<Output = Result<String, DeliveryError>> + Send + 'a>>;
+pub type DeliveryResult = Result<Delivered, DeliveryError>;
 
-pub type BatchFuture<'a> =
-    Pin<Box<dyn Future<Output = Vec<Result<String, DeliveryError>>> + Send + 'a>>;
+pub type DeliveryFuture<'a> = Pin<Box<dyn Future<Output = DeliveryResult> + Send + 'a>>;
+
+pub type BatchFuture<'a> = Pin<Box<dyn Future<Output = Vec<DeliveryResult>> + Send + 'a>>;
 
 pub trait Destination: Send + Sync {
     /// Delivers one outbox item; on success returns a short note for the trace.

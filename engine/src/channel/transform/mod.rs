@@ -1,10 +1,13 @@
-//! The transform stage: one trait, one implementation per kind. The mapping language plugs in
-//! here as another implementation.
+//! The transform stage: one trait, one implementation per kind: pass-through and routing here,
+//! the mapping language in [`mapping`], FHIR intake in [`fhir`].
 
-use std::sync::Arc;
+mod fhir;
+mod mapping;
 
-use passerelle_hl7v2::Message;
-use passerelle_mapping::live::Live;
+pub use fhir::FhirIntake;
+pub use mapping::MapToFhir;
+
+use super::Input;
 
 /// What the transform decided for one message.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,9 +24,26 @@ pub struct Output {
     pub payload: Option<Vec<u8>>,
 }
 
+impl Output {
+    /// The same JSON payload for each destination.
+    pub fn to_each(
+        destinations: &[String],
+        payload: &serde_json::Value,
+    ) -> Result<Vec<Output>, String> {
+        let bytes = serde_json::to_vec(payload).map_err(|e| e.to_string())?;
+        Ok(destinations
+            .iter()
+            .map(|d| Output {
+                destination: d.clone(),
+                payload: Some(bytes.clone()),
+            })
+            .collect())
+    }
+}
+
 pub trait Transform: Send + Sync {
     fn kind(&self) -> &'static str;
-    fn apply(&self, message: &Message<'_>) -> Result<Routing, String>;
+    fn apply(&self, input: &Input<'_>) -> Result<Routing, String>;
 }
 
 /// Every destination gets the message as received.
@@ -36,7 +56,7 @@ impl Transform for PassThrough {
         "pass-through"
     }
 
-    fn apply(&self, _: &Message<'_>) -> Result<Routing, String> {
+    fn apply(&self, _: &Input<'_>) -> Result<Routing, String> {
         Ok(Routing::Deliver(unchanged(&self.destinations)))
     }
 }
@@ -53,75 +73,24 @@ impl Transform for RouteByMessageType {
         "route-by-message-type"
     }
 
-    fn apply(&self, message: &Message<'_>) -> Result<Routing, String> {
-        let header = message.header();
-        let kind = header.message_type.as_deref().unwrap_or("");
-        let event = header.trigger_event.as_deref().unwrap_or("");
+    fn apply(&self, input: &Input<'_>) -> Result<Routing, String> {
         let found = self
             .routes
             .iter()
-            .find(|(pattern, _)| match pattern.split_once('^') {
-                Some((k, e)) => k == kind && e == event,
-                None => pattern == kind,
-            });
+            .find(|(pattern, _)| input.is_of_type(pattern));
         match (found, &self.default) {
             (Some((_, destinations)), _) | (None, Some(destinations)) => {
                 Ok(Routing::Deliver(unchanged(destinations)))
             }
             (None, None) => Ok(Routing::Drop(format!(
-                "no route for message type {kind}^{event}"
+                "no route for message type {}",
+                input.message_type_text().unwrap_or_default()
             ))),
         }
     }
 }
 
-/// Maps the message to FHIR with the first of its mappings that takes its type: the output
-/// is a transaction Bundle (JSON) for the destinations (a `fhir-store` one applies it).
-pub struct MapToFhir {
-    /// The library in use: a reload swaps it between two messages.
-    pub library: Arc<Live>,
-    pub mappings: Vec<String>,
-    pub destinations: Vec<String>,
-}
-
-impl Transform for MapToFhir {
-    fn kind(&self) -> &'static str {
-        "mapping"
-    }
-
-    fn apply(&self, message: &Message<'_>) -> Result<Routing, String> {
-        let library = self.library.get();
-        let Some(mapping) = library.for_message(&self.mappings, message) else {
-            let h = message.header();
-            let (kind, event) = (
-                h.message_type.as_deref().unwrap_or(""),
-                h.trigger_event.as_deref().unwrap_or(""),
-            );
-            return Ok(Routing::Drop(match library.not_mapped(kind, event) {
-                Some(reason) => format!("{kind}^{event} is not mapped on purpose: {reason}"),
-                None => format!(
-                    "no mapping for {kind}^{event} (mappings: {})",
-                    self.mappings.join(", ")
-                ),
-            }));
-        };
-        let output = library
-            .run(mapping, message)
-            .map_err(|e| format!("mapping `{}`: {e}", mapping.id))?;
-        let payload = serde_json::to_vec(&output.bundle).map_err(|e| e.to_string())?;
-        Ok(Routing::Deliver(
-            self.destinations
-                .iter()
-                .map(|d| Output {
-                    destination: d.clone(),
-                    payload: Some(payload.clone()),
-                })
-                .collect(),
-        ))
-    }
-}
-
-fn unchanged(destinations: &[String]) -> Vec<Output> {
+pub(super) fn unchanged(destinations: &[String]) -> Vec<Output> {
     destinations
         .iter()
         .map(|d| Output {
@@ -134,12 +103,13 @@ fn unchanged(destinations: &[String]) -> Vec<Output> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use passerelle_hl7v2::Message;
 
     #[test]
     fn routes_by_type_then_default_then_drop() {
         let oru = b"MSH|^~\\&|LAB|H|||20240101||ORU^R01|1|P|2.5\r";
         let adt = b"MSH|^~\\&|HIS|H|||20240101||ADT^A08|2|P|2.5\r";
-        let m = |raw: &'static [u8]| Message::parse(raw).unwrap();
+        let m = |raw: &'static [u8]| Input::Hl7(Message::parse(raw).unwrap());
         let t = RouteByMessageType {
             routes: vec![
                 ("ORU^R01".into(), vec!["lab".into()]),

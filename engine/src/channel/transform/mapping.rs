@@ -1,0 +1,51 @@
+//! The mapping language as a transform: HL7 v2 in, a FHIR transaction Bundle out.
+
+use std::sync::Arc;
+
+use passerelle_mapping::live::Live;
+
+use super::{Output, Routing, Transform};
+use crate::channel::Input;
+
+/// Maps the message to FHIR with the first of its mappings that takes its type: the output
+/// is a transaction Bundle (JSON) for the destinations (a `fhir-store` one applies it).
+pub struct MapToFhir {
+    /// The library in use: a reload swaps it between two messages.
+    pub library: Arc<Live>,
+    pub mappings: Vec<String>,
+    pub destinations: Vec<String>,
+}
+
+impl Transform for MapToFhir {
+    fn kind(&self) -> &'static str {
+        "mapping"
+    }
+
+    fn apply(&self, input: &Input<'_>) -> Result<Routing, String> {
+        let Some(message) = input.hl7() else {
+            return Err("the mapping library reads HL7 v2 messages".into());
+        };
+        let library = self.library.get();
+        let Some(mapping) = library.for_message(&self.mappings, message) else {
+            let h = message.header();
+            let (kind, event) = (
+                h.message_type.as_deref().unwrap_or(""),
+                h.trigger_event.as_deref().unwrap_or(""),
+            );
+            return Ok(Routing::Drop(match library.not_mapped(kind, event) {
+                Some(reason) => format!("{kind}^{event} is not mapped on purpose: {reason}"),
+                None => format!(
+                    "no mapping for {kind}^{event} (mappings: {})",
+                    self.mappings.join(", ")
+                ),
+            }));
+        };
+        let output = library
+            .run(mapping, message)
+            .map_err(|e| format!("mapping `{}`: {e}", mapping.id))?;
+        Ok(Routing::Deliver(Output::to_each(
+            &self.destinations,
+            &output.bundle,
+        )?))
+    }
+}

@@ -1,0 +1,210 @@
+//! The HTTP entry (`POST /api/inbound/{channel}`): body in, checks, journal commit, then the
+//! answer. As with MLLP, a message is on disk before the sender hears it is accepted, and a
+//! message refused is journaled with the reason.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::Runtime;
+use super::processor::{account, pipeline};
+use crate::channel::destination::{DestinationKind, Reply};
+use crate::channel::{Input, SourceConfig};
+use crate::journal::{NewMessage, Status, TraceStep, now_micros};
+use crate::metrics::ChannelStats;
+
+/// Who sent a message over HTTP.
+pub struct Sender {
+    /// The token's subject.
+    pub name: String,
+    pub peer: Option<String>,
+}
+
+/// What became of a message.
+pub enum Intake {
+    /// Journaled and handed on. `wait`: how long the sender may wait for the store's answer
+    /// (none when no destination answers).
+    Accepted {
+        id: i64,
+        status: Status,
+        error: Option<String>,
+        wait: Option<Duration>,
+        /// One resource was sent (not a Bundle of resources): answered as a create or update.
+        single: bool,
+    },
+    /// The same message (same sender and business identifier) was journaled before: it is
+    /// not applied twice.
+    Duplicate { id: i64, of: i64 },
+    /// Refused and journaled as such (`id`, unless the journal failed too).
+    Rejected { id: Option<i64>, reply: Reply },
+    /// The journal could not take it: the sender must send it again.
+    Unavailable(String),
+}
+
+/// Receives one message for an HTTP channel.
+pub async fn receive(
+    runtime: &Arc<Runtime>,
+    channel: &str,
+    raw: Vec<u8>,
+    sender: Sender,
+) -> Intake {
+    let started = Instant::now();
+    let Some(rt) = runtime.channel(channel).filter(|c| c.is_running()) else {
+        return Intake::Unavailable(format!("channel {channel} is not running"));
+    };
+    let SourceConfig::Http { reply_timeout, .. } = rt.channel.source else {
+        return Intake::Unavailable(format!("channel {channel} does not take HTTP"));
+    };
+    let content = rt.channel.source.content();
+    let record = |raw: Vec<u8>, status: Status, input: Option<&Input<'_>>| NewMessage {
+        channel: channel.to_string(),
+        source: "http".into(),
+        peer: sender.peer.clone(),
+        received_at: now_micros(),
+        control_id: input.and_then(business_id),
+        sender: sender.name.clone(),
+        message_type: input.and_then(Input::message_type_text),
+        content_type: content.mime().into(),
+        raw,
+        status,
+        ack: None,
+        error: None,
+        receive_us: started.elapsed().as_micros() as i64,
+        outcome: None,
+    };
+    let parse_at = now_micros();
+    let input = match content.parse(&raw) {
+        Ok(input) => input,
+        Err(e) => {
+            let reply = Reply {
+                status: 400,
+                body: passerelle_fhir::error::operation_outcome("error", "structure", &e, None),
+            };
+            let message = record(raw.clone(), Status::Rejected, None);
+            return reject(runtime, &rt.stats, message, reply).await;
+        }
+    };
+    if let Err(reply) = check(&input) {
+        let message = record(raw.clone(), Status::Rejected, Some(&input));
+        return reject(runtime, &rt.stats, message, reply).await;
+    }
+    let parsed = TraceStep::new(
+        "parse",
+        parse_at,
+        started.elapsed().as_micros() as i64,
+        "ok",
+    );
+    // As for MLLP: the pipeline is CPU work, committed with the message in one write.
+    let outcome = pipeline(&rt.channel, &rt.stats, &input, parsed);
+    let (status, error) = (outcome.status, outcome.error.clone());
+    let destinations: Vec<String> = outcome
+        .outbox
+        .iter()
+        .map(|o| o.destination.clone())
+        .collect();
+    let message = NewMessage {
+        outcome: Some(outcome),
+        ..record(raw.clone(), Status::Received, Some(&input))
+    };
+    let single = is_single(&input);
+    drop(input);
+    match runtime.journal().append(message).await {
+        Ok(appended) => {
+            rt.stats.received.fetch_add(1, Relaxed);
+            rt.stats.acked.fetch_add(1, Relaxed);
+            rt.stats.ack_latency.observe(started.elapsed());
+            if let Some(of) = appended.duplicate_of {
+                rt.stats.duplicates.fetch_add(1, Relaxed);
+                return Intake::Duplicate {
+                    id: appended.id,
+                    of,
+                };
+            }
+            account(&rt.stats, status, destinations.len());
+            runtime.wake_outboxes(channel, &destinations);
+            let answers = rt.channel.destinations.iter().any(|d| {
+                destinations.contains(&d.id) && matches!(d.kind, DestinationKind::FhirStore)
+            });
+            Intake::Accepted {
+                id: appended.id,
+                status,
+                error,
+                wait: answers.then_some(reply_timeout),
+                single,
+            }
+        }
+        Err(e) => {
+            tracing::error!(%channel, error = %e, "journal append failed");
+            Intake::Unavailable(format!("the message could not be stored: {e}"))
+        }
+    }
+}
+
+/// Journals a refused message with the reason, and says so.
+async fn reject(
+    runtime: &Runtime,
+    stats: &ChannelStats,
+    message: NewMessage,
+    reply: Reply,
+) -> Intake {
+    let message = NewMessage {
+        error: Some(diagnostics(&reply.body)),
+        ..message
+    };
+    let channel = message.channel.clone();
+    let id = match runtime.journal().append(message).await {
+        Ok(a) => Some(a.id),
+        Err(e) => {
+            tracing::error!(%channel, error = %e, "cannot journal a rejected message");
+            None
+        }
+    };
+    stats.received.fetch_add(1, Relaxed);
+    stats.rejected.fetch_add(1, Relaxed);
+    Intake::Rejected { id, reply }
+}
+
+/// One resource, rather than a Bundle carrying resources (a document Bundle is one).
+fn is_single(input: &Input<'_>) -> bool {
+    match input {
+        Input::Fhir(v) => v["resourceType"] != "Bundle" || v["type"].as_str() == Some("document"),
+        Input::Hl7(_) => false,
+    }
+}
+
+/// Content checks beyond parsing: a FHIR submission must be one the store can take.
+fn check(input: &Input<'_>) -> Result<(), Reply> {
+    match input {
+        Input::Fhir(v) => passerelle_fhir::bundle::check_submission(v).map_err(|e| Reply {
+            status: e.status,
+            body: e.outcome(),
+        }),
+        Input::Hl7(_) => Ok(()),
+    }
+}
+
+/// The business identifier of a submission, the journal's key against retransmissions: a
+/// Bundle's `identifier` (`system|value`).
+fn business_id(input: &Input<'_>) -> Option<String> {
+    let Input::Fhir(v) = input else { return None };
+    if v["resourceType"] != "Bundle" {
+        return None;
+    }
+    let i = &v["identifier"];
+    let value = i["value"].as_str()?;
+    Some(match i["system"].as_str() {
+        Some(system) => format!("{system}|{value}"),
+        None => value.to_string(),
+    })
+}
+
+fn diagnostics(outcome: &Value) -> String {
+    let issue = &outcome["issue"][0];
+    let text = issue["diagnostics"].as_str().unwrap_or("refused");
+    match issue["expression"][0].as_str() {
+        Some(at) if !text.contains(at) => format!("{text} (at {at})"),
+        _ => text.to_string(),
+    }
+}
