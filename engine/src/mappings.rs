@@ -24,14 +24,14 @@ pub enum MappingsAction {
         #[arg(long)]
         update: bool,
     },
-    /// Apply a mapping to a message file: prints the output Bundle, then the trace.
+    /// Apply a mapping to a message or document file: prints the output Bundle, then the trace.
     Run {
         #[command(flatten)]
         common: CommonArgs,
         /// The mapping's id (default: the first mapping that takes the message's type).
         #[arg(long)]
         mapping: Option<String>,
-        /// An HL7 v2 message file.
+        /// An HL7 v2 message file, or an XML document (a CDA).
         file: PathBuf,
         /// Print the Bundle only.
         #[arg(long)]
@@ -117,25 +117,39 @@ pub fn run(action: MappingsAction) -> Result<ExitCode> {
             let library = library(&common)?;
             let bytes =
                 std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-            let message = passerelle_hl7v2::Message::parse(&bytes)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
             let ids: Vec<String> = library.mappings().iter().map(|m| m.id.clone()).collect();
-            let chosen = match &mapping {
+            let pick = |kind: &str, event: &str| match &mapping {
                 Some(id) => library.mapping(id),
-                None => library.for_message(&ids, &message),
+                None => library.for_type(&ids, kind, event),
             };
-            let Some(m) = chosen else {
-                match mapping {
-                    Some(id) => bail!("no mapping `{id}` (mappings: {})", ids.join(", ")),
-                    None => bail!(
-                        "no mapping takes this message's type (mappings: {})",
-                        ids.join(", ")
-                    ),
-                }
+            let unknown = || match &mapping {
+                Some(id) => anyhow::anyhow!("no mapping `{id}` (mappings: {})", ids.join(", ")),
+                None => anyhow::anyhow!(
+                    "no mapping takes this input's type (mappings: {})",
+                    ids.join(", ")
+                ),
             };
-            let output = library
-                .run_traced(m, &message)
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let fail = |e: String| anyhow::anyhow!("{}: {e}", file.display());
+            // An XML document (a CDA) or an HL7 v2 message, by its first character.
+            let output = if bytes.trim_ascii_start().starts_with(b"<")
+                || bytes.starts_with(b"\xef\xbb\xbf<")
+            {
+                let document = passerelle_mapping::xml::parse_document(&bytes).map_err(fail)?;
+                let (kind, code) = passerelle_mapping::xml::document_type(&document);
+                let m = pick(kind, code).ok_or_else(unknown)?;
+                library.run_traced_on(m, passerelle_mapping::Doc::Xml(&document))
+            } else {
+                let message =
+                    passerelle_hl7v2::Message::parse(&bytes).map_err(|e| fail(e.to_string()))?;
+                let h = message.header();
+                let m = pick(
+                    h.message_type.as_deref().unwrap_or(""),
+                    h.trigger_event.as_deref().unwrap_or(""),
+                )
+                .ok_or_else(unknown)?;
+                library.run_traced(m, &message)
+            }
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
             print!("{}", golden::pretty(&output.bundle));
             if !no_trace {
                 println!("\ntrace (element <- input, rule):");

@@ -16,6 +16,7 @@ pub mod registry;
 pub mod render;
 pub mod search;
 pub mod store;
+mod supersede;
 pub mod types;
 
 pub use error::{FhirError, FhirResult, IssueType};

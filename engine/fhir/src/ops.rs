@@ -61,6 +61,7 @@ impl WriteTx<'_> {
         // Server-made ids are new: no need to ask the database.
         self.fresh(t, &id);
         let stored = self.put(t, &id, body, "POST", Expect::Any).await?;
+        crate::supersede::apply(self, &stored).await?;
         Ok(Written {
             stored,
             created: true,
@@ -91,6 +92,7 @@ impl WriteTx<'_> {
         }
         let existed = self.head(t, id).await?.is_some_and(|h| !h.deleted);
         let stored = self.put(t, id, body, "PUT", expect).await?;
+        crate::supersede::apply(self, &stored).await?;
         Ok(Written {
             stored,
             created: !existed,

@@ -112,6 +112,9 @@ pub struct Compiler<'a> {
     /// Those compiled so far, for `within:`.
     declared: Vec<String>,
     functions: Vec<std::sync::Arc<dyn crate::functions::Function>>,
+    /// The kind of paths the mapping being compiled reads: Some(true) for XML documents,
+    /// Some(false) for HL7 v2; None for datatype maps, which may serve either.
+    reads_xml: Option<bool>,
 }
 
 /// Known names for an error message, sorted: `adt, oru`.
@@ -135,6 +138,7 @@ impl<'a> Compiler<'a> {
             resources: Vec::new(),
             declared: Vec::new(),
             functions: crate::functions::builtin(),
+            reads_xml: None,
         }
     }
 
@@ -201,6 +205,21 @@ impl<'a> Compiler<'a> {
 
     fn path(&mut self, s: &MarkedScalarNode) -> Option<InputPath> {
         match InputPath::parse(s.as_str()) {
+            Ok(p) if self.reads_xml.is_some_and(|xml| xml != p.xml.is_some()) => {
+                let (kind, example) = if p.xml.is_some() {
+                    ("HL7 v2 messages", "PID-5.1")
+                } else {
+                    ("XML documents", "/ClinicalDocument/id/@root")
+                };
+                self.problem(
+                    s.span().start(),
+                    format!(
+                        "`{}`: this mapping reads {kind}, whose paths look like {example}",
+                        s.as_str()
+                    ),
+                );
+                None
+            }
             Ok(p) => Some(p),
             Err(e) => {
                 self.problem(s.span().start(), e);
@@ -296,7 +315,10 @@ impl<'a> Compiler<'a> {
                                 Some(trigger) => triggers.push(trigger),
                                 None => self.problem(
                                     s.span().start(),
-                                    format!("`{t}` is not a message type (ADT, ADT^A01)"),
+                                    format!(
+                                        "`{t}` is not a message type (ADT, ADT^A01, \
+                                         ClinicalDocument)"
+                                    ),
                                 ),
                             }
                         }
@@ -312,6 +334,14 @@ impl<'a> Compiler<'a> {
                 "a mapping needs `messages:`, the message types it applies to",
             ),
         }
+        let documents = triggers.iter().filter(|t| t.is_document()).count();
+        if documents > 0 && documents < triggers.len() {
+            self.problem(
+                marker_of(root.get_node("messages").expect("read above")),
+                "a mapping reads HL7 v2 messages or CDA documents (ClinicalDocument), not both",
+            );
+        }
+        self.reads_xml = Some(documents > 0);
         let zone = match self.scalar(root, "timezone") {
             None => Zone::EuropeParis,
             Some(s) => Zone::named(s.as_str()).unwrap_or_else(|| {

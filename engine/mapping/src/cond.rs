@@ -147,12 +147,28 @@ fn lex(text: &str) -> Result<Vec<(usize, Token)>, CondError> {
             }
             _ => {
                 let mut word = String::new();
+                // `[` ... `]` belongs to the path, quotes and `=` included (OBX[*]-5,
+                // `id[@root='1.2.3']/@extension`).
+                let (mut depth, mut quote) = (0usize, None);
                 while let Some(&(_, ch)) = chars.peek() {
-                    if ch.is_whitespace() || matches!(ch, '(' | ')' | ',' | '=' | '!' | '\'' | '"')
-                    {
-                        break;
+                    match (quote, ch) {
+                        (Some(q), ch) if ch == q => quote = None,
+                        (Some(_), _) => {}
+                        (None, '\'' | '"') if depth > 0 => quote = Some(ch),
+                        (None, '[') => depth += 1,
+                        (None, ']') => depth = depth.saturating_sub(1),
+                        // `text()` in an XML path is no group.
+                        (None, '(') if word.ends_with("text") => {}
+                        (None, ')') if word.ends_with("text(") => {}
+                        (None, ch)
+                            if depth == 0
+                                && (ch.is_whitespace()
+                                    || matches!(ch, '(' | ')' | ',' | '=' | '!' | '\'' | '"')) =>
+                        {
+                            break;
+                        }
+                        _ => {}
                     }
-                    // `[` ... `]` belongs to the path (OBX[*]-5).
                     word.push(ch);
                     chars.next();
                 }
@@ -318,5 +334,13 @@ mod tests {
         assert!(Cond::parse("(PID-3").is_err());
         assert!(Cond::parse("PID-3 'x'").is_err());
         assert!(Cond::parse("pid-3").is_err());
+        // XML paths keep their predicates whole, quotes and `=` included.
+        assert_eq!(
+            Cond::parse("id[@root='1.2.3'] and text() != 'x'").unwrap(),
+            Cond::And(vec![
+                Cond::Valued(p("id[@root='1.2.3']")),
+                Cond::NotEquals(p("text()"), "x".into()),
+            ])
+        );
     }
 }

@@ -3,13 +3,12 @@
 
 use std::collections::HashMap;
 
-use passerelle_hl7v2::Message;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::conceptmap::ConceptMap;
 use crate::convert::{Zone, convert, typed};
-use crate::input::{InputPath, Scope};
+use crate::input::{Doc, InputPath, Scope};
 use crate::plan::*;
 
 /// One line of the trace: an element of an output resource, the rule that produced it and
@@ -81,11 +80,9 @@ fn index_of(resources: &[ResourcePlan], name: &str) -> usize {
 
 /// A stable `urn:uuid:` for a produced resource: the same message gives the same ids, so
 /// golden files diff cleanly and a retransmission builds the same Bundle.
-fn full_url(mapping: &str, message: &Message<'_>, name: &str, index: usize) -> String {
-    let msh = message.msh();
-    let field = |n: usize| msh.field(n).map_or("", |f| f.raw());
+fn full_url(mapping: &str, identity: &[&str], name: &str, index: usize) -> String {
     let mut h = Sha256::new();
-    for part in [mapping, field(3), field(4), field(7), field(10), name] {
+    for part in std::iter::once(&mapping).chain(identity).chain([&name]) {
         h.update(part.as_bytes());
         h.update([0]);
     }
@@ -107,13 +104,38 @@ fn full_url(mapping: &str, message: &Message<'_>, name: &str, index: usize) -> S
     out
 }
 
+/// What identifies an input, for its stable ids: MSH-3, -4, -7 and -10 of a message; the
+/// `id` (root and extension) of a document.
+fn identity<'a>(doc: Doc<'a>) -> Vec<&'a str> {
+    match doc {
+        Doc::Hl7(message) => {
+            let msh = message.msh();
+            [3, 4, 7, 10]
+                .into_iter()
+                .map(|n| msh.field(n).map_or("", |f| f.raw()))
+                .collect()
+        }
+        Doc::Xml(document) => {
+            let id = document
+                .root_element()
+                .children()
+                .find(|c| c.has_tag_name("id"));
+            ["root", "extension"]
+                .into_iter()
+                .map(|a| id.and_then(|i| i.attribute(a)).unwrap_or(""))
+                .collect()
+        }
+    }
+}
+
 pub(crate) fn run(
     env: &Env<'_>,
     mapping: &Mapping,
-    message: &Message<'_>,
+    doc: Doc<'_>,
     tracing: bool,
 ) -> Result<Output, RunError> {
-    let root = Scope::message(message);
+    let root = Scope::of(doc);
+    let identity = identity(doc);
     // Which instances exist, first: a reference may point to a resource declared later.
     let mut instances: Instances<'_> = Vec::with_capacity(mapping.resources.len());
     for r in &mapping.resources {
@@ -139,7 +161,7 @@ pub(crate) fn run(
             };
             for scope in scopes {
                 if r.when.as_ref().is_none_or(|c| c.holds(&scope)) {
-                    let url = full_url(&mapping.id, message, &r.name, kept.len());
+                    let url = full_url(&mapping.id, &identity, &r.name, kept.len());
                     kept.push((url, scope, parent));
                 }
             }

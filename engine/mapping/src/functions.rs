@@ -66,7 +66,8 @@ impl Function for BareOid {
     }
 }
 
-/// The text (UTF-8) in base64: a text document's lines as `Attachment.data`.
+/// The text (UTF-8) in base64: a text document's lines as `Attachment.data`. Of an XML
+/// element, its markup as received (`from: /`: the whole document, for a Binary).
 #[derive(Debug)]
 struct Base64;
 impl Function for Base64 {
@@ -76,6 +77,12 @@ impl Function for Base64 {
     fn apply_text(&self, text: &str) -> String {
         use base64::Engine;
         base64::engine::general_purpose::STANDARD.encode(text)
+    }
+    fn apply(&self, node: &Node<'_>) -> String {
+        match node {
+            Node::Xml(crate::xml::XmlNode::Element(_)) => self.apply_text(node.raw()),
+            _ => self.apply_text(&node.text()),
+        }
     }
 }
 
@@ -114,9 +121,71 @@ impl Function for HdUri {
     }
 }
 
+/// A CDA `root` (or any identifier of a namespace) as a URI: `urn:oid:` + an OID,
+/// `urn:uuid:` + a UUID (lowercase), anything else as it is.
+#[derive(Debug)]
+struct OidUri;
+impl Function for OidUri {
+    fn name(&self) -> &'static str {
+        "oid_uri"
+    }
+    fn apply_text(&self, text: &str) -> String {
+        let t = text.trim();
+        let is_oid = t.contains('.')
+            && t.split('.')
+                .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+        let is_uuid = t.len() == 36
+            && t.bytes().enumerate().all(|(i, b)| {
+                matches!(i, 8 | 13 | 18 | 23) == (b == b'-') && (b == b'-' || b.is_ascii_hexdigit())
+            });
+        if is_oid {
+            ["urn:oid:", t].concat()
+        } else if is_uuid {
+            ["urn:uuid:", &t.to_lowercase()].concat()
+        } else {
+            t.to_string()
+        }
+    }
+}
+
+/// The scheme of a URL (`tel:0144...` -> `tel`), lowercase; nothing without one.
+#[derive(Debug)]
+struct UriScheme;
+impl Function for UriScheme {
+    fn name(&self) -> &'static str {
+        "uri_scheme"
+    }
+    fn apply_text(&self, text: &str) -> String {
+        text.split_once(':')
+            .map(|(s, _)| s.trim().to_lowercase())
+            .unwrap_or_default()
+    }
+}
+
+/// A URL without its scheme (`mailto:a@b.fr` -> `a@b.fr`); an http(s) URL stays whole.
+#[derive(Debug)]
+struct AfterScheme;
+impl Function for AfterScheme {
+    fn name(&self) -> &'static str {
+        "after_scheme"
+    }
+    fn apply_text(&self, text: &str) -> String {
+        match text.split_once(':') {
+            Some((s, _)) if s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("https") => {
+                text.trim().to_string()
+            }
+            Some((_, rest)) => rest.trim().to_string(),
+            None => text.trim().to_string(),
+        }
+    }
+}
+
 /// The functions rules can call.
 pub fn builtin() -> Vec<Arc<dyn Function>> {
     vec![
+        Arc::new(OidUri),
+        Arc::new(UriScheme),
+        Arc::new(AfterScheme),
         Arc::new(Upper),
         Arc::new(Lower),
         Arc::new(Trim),
@@ -130,6 +199,30 @@ pub fn builtin() -> Vec<Arc<dyn Function>> {
 mod tests {
     use super::*;
     use passerelle_hl7v2::Message;
+
+    #[test]
+    fn uris_of_cda_values() {
+        let f = |name: &str, t: &str| {
+            builtin()
+                .into_iter()
+                .find(|f| f.name() == name)
+                .unwrap()
+                .apply_text(t)
+        };
+        assert_eq!(
+            f("oid_uri", "1.2.250.1.213.1.4.8"),
+            "urn:oid:1.2.250.1.213.1.4.8"
+        );
+        assert_eq!(
+            f("oid_uri", "2A5E7C1F-5B0D-4C55-9A2B-1C7E0F3B9D11"),
+            "urn:uuid:2a5e7c1f-5b0d-4c55-9a2b-1c7e0f3b9d11"
+        );
+        assert_eq!(f("oid_uri", "http://x.org/ids"), "http://x.org/ids");
+        assert_eq!(f("uri_scheme", "tel:+33 1 44"), "tel");
+        assert_eq!(f("after_scheme", "mailto:a@b.fr"), "a@b.fr");
+        assert_eq!(f("after_scheme", "https://x.org/a"), "https://x.org/a");
+        assert_eq!(f("uri_scheme", "0144"), "");
+    }
 
     #[test]
     fn hd_as_uri() {

@@ -64,7 +64,7 @@ pub fn run_all(library: &Library, filter: Option<&Path>, update: bool) -> Vec<Ca
         };
         let mut inputs: Vec<PathBuf> = entries
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().and_then(|e| e.to_str()) == Some("hl7"))
+            .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("hl7" | "xml")))
             .collect();
         inputs.sort();
         if !whole {
@@ -92,21 +92,32 @@ pub fn output_text(
 ) -> Result<String, String> {
     let bytes =
         std::fs::read(input).map_err(|e| format!("cannot read {}: {e}", input.display()))?;
-    let message = Message::parse(&bytes).map_err(|e| format!("{}: {e}", input.display()))?;
-    let h = message.header();
-    let (kind, event) = (
-        h.message_type.as_deref().unwrap_or(""),
-        h.trigger_event.as_deref().unwrap_or(""),
-    );
-    if !mapping.triggers.iter().any(|t| t.matches(kind, event)) {
-        return Err(format!(
-            "{}: a {kind}^{event} message, which mapping `{}` does not take (messages:)",
+    let takes = |kind: &str, event: &str| {
+        if mapping.triggers.iter().any(|t| t.matches(kind, event)) {
+            return Ok(());
+        }
+        Err(format!(
+            "{}: a {kind}^{event} input, which mapping `{}` does not take (messages:)",
             input.display(),
             mapping.id
-        ));
-    }
-    let output = library.run(mapping, &message).map_err(|e| e.to_string())?;
-    Ok(pretty(&output.bundle))
+        ))
+    };
+    let output = if input.extension().and_then(|e| e.to_str()) == Some("xml") {
+        let document =
+            crate::xml::parse_document(&bytes).map_err(|e| format!("{}: {e}", input.display()))?;
+        let (kind, code) = crate::xml::document_type(&document);
+        takes(kind, code)?;
+        library.run_document(mapping, &document)
+    } else {
+        let message = Message::parse(&bytes).map_err(|e| format!("{}: {e}", input.display()))?;
+        let h = message.header();
+        takes(
+            h.message_type.as_deref().unwrap_or(""),
+            h.trigger_event.as_deref().unwrap_or(""),
+        )?;
+        library.run(mapping, &message)
+    };
+    Ok(pretty(&output.map_err(|e| e.to_string())?.bundle))
 }
 
 pub fn pretty(v: &Value) -> String {

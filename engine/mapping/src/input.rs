@@ -10,10 +10,15 @@
 //! loop's group (the looped segment and those after it up to the next one of its kind) is
 //! read in that group: `OBX[*]-5` under `for: OBR[*]` gives the results of that order only.
 //! A segment not in the group is the nearest one before it (`PID`, the order's `ORC`).
+//!
+//! The input may also be an XML document (a CDA): its paths are the XPath subset of
+//! [`crate::xml`], told apart by their look (`/ClinicalDocument/...`, `id/@root`, `@code`).
 
 use std::borrow::Cow;
 
 use passerelle_hl7v2::{Component, Field, Message, Repetition, Segment, Subcomponent};
+
+use crate::xml::{XmlNode, XmlPath};
 
 /// Which repetitions (or segment occurrences) a step selects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +31,8 @@ pub enum Pick {
 pub struct InputPath {
     /// The text as written, for traces and errors.
     pub text: String,
+    /// Set for a path into an XML document; the HL7 v2 parts below are then empty.
+    pub xml: Option<XmlPath>,
     /// None for a relative path.
     pub segment: Option<(String, Pick)>,
     /// Field number and repetitions (absolute paths only).
@@ -45,6 +52,16 @@ impl InputPath {
 
     pub fn parse(text: &str) -> Result<InputPath, String> {
         let t = text.trim();
+        if XmlPath::looks_like(t) {
+            return Ok(InputPath {
+                text: t.to_string(),
+                xml: Some(XmlPath::parse(t)?),
+                segment: None,
+                field: None,
+                down: Vec::new(),
+                in_group: false,
+            });
+        }
         let bytes = t.as_bytes();
         let mut pos = 0;
         let number = |pos: &mut usize, what: &str| -> Result<usize, String> {
@@ -79,6 +96,7 @@ impl InputPath {
         };
         let mut path = InputPath {
             text: t.to_string(),
+            xml: None,
             segment: None,
             field: None,
             down: Vec::new(),
@@ -138,6 +156,8 @@ pub enum Node<'m> {
     Repetition(Repetition<'m>),
     Component(Component<'m>),
     Subcomponent(Subcomponent<'m>),
+    /// An element or attribute of an XML document.
+    Xml(XmlNode<'m>),
 }
 
 impl<'m> Node<'m> {
@@ -150,6 +170,7 @@ impl<'m> Node<'m> {
             Node::Repetition(r) => r.component(n).map(Node::Component),
             Node::Component(c) => c.subcomponent(n).map(Node::Subcomponent),
             Node::Subcomponent(s) => (n == 1).then_some(Node::Subcomponent(*s)),
+            Node::Xml(_) => None,
         }
     }
 
@@ -171,6 +192,7 @@ impl<'m> Node<'m> {
                 None => Cow::Borrowed(""),
             },
             Node::Subcomponent(s) => s.value(),
+            Node::Xml(x) => x.text(),
         }
     }
 
@@ -183,22 +205,31 @@ impl<'m> Node<'m> {
             Node::Repetition(r) => r.raw(),
             Node::Component(c) => c.raw(),
             Node::Subcomponent(s) => s.raw(),
+            Node::Xml(x) => x.raw(),
         }
     }
 
     pub fn is_empty(&self) -> bool {
         match self {
             Node::Segment(_) => false,
+            Node::Xml(x) => x.is_empty(),
             _ => self.raw().is_empty(),
         }
     }
+}
+
+/// What a mapping reads.
+#[derive(Clone, Copy)]
+pub enum Doc<'a> {
+    Hl7(&'a Message<'a>),
+    Xml(&'a roxmltree::Document<'a>),
 }
 
 /// Where a rule is evaluated: the message, the segment group of the enclosing loop, and the
 /// value in hand.
 #[derive(Clone, Copy)]
 pub struct Scope<'a> {
-    pub message: &'a Message<'a>,
+    pub doc: Doc<'a>,
     /// Segment positions `[start, end)` of the current group; the whole message outside loops.
     pub group: (usize, usize),
     pub node: Option<Node<'a>>,
@@ -206,9 +237,16 @@ pub struct Scope<'a> {
 
 impl<'a> Scope<'a> {
     pub fn message(message: &'a Message<'a>) -> Self {
-        let all = (0, message.segment_count());
+        Self::of(Doc::Hl7(message))
+    }
+
+    pub fn of(doc: Doc<'a>) -> Self {
+        let all = match doc {
+            Doc::Hl7(m) => (0, m.segment_count()),
+            Doc::Xml(_) => (0, 0),
+        };
         Scope {
-            message,
+            doc,
             group: all,
             node: None,
         }
@@ -252,6 +290,17 @@ impl<'a> Scope<'a> {
     /// Calls `each` with every value the path selects (and the segment it was read in), in
     /// order, without collecting: paths are read many times per message.
     fn walk(&self, path: &InputPath, mut each: impl FnMut(Option<Segment<'a>>, Node<'a>)) {
+        if let Some(xml) = &path.xml {
+            let Doc::Xml(document) = self.doc else { return };
+            let from = match self.node {
+                Some(Node::Xml(XmlNode::Element(n))) => Some(n),
+                // Below an attribute's value there is nothing.
+                Some(Node::Xml(XmlNode::Attribute(_))) if !xml.absolute => return,
+                _ => None,
+            };
+            xml.walk(document, from, &mut |n| each(None, Node::Xml(n)));
+            return;
+        }
         let mut from = |start: Node<'a>, segment: Option<Segment<'a>>| match path.field {
             None => descend(start, &path.down, segment, &mut each),
             Some((field, reps)) => {
@@ -308,10 +357,10 @@ impl<'a> Scope<'a> {
     /// the group (looking up, never sideways): inside an OBX, `OBR-3` is its order's and
     /// `PID-3` the patient's, but `NTE[*]` only the notes of this OBX.
     fn each_segment(&self, id: &str, in_group: bool, mut each: impl FnMut(Segment<'a>)) {
+        let Doc::Hl7(message) = self.doc else { return };
         let (start, end) = self.group;
         let mut found = false;
-        for s in self
-            .message
+        for s in message
             .segments()
             .skip(start)
             .take(end.saturating_sub(start))
@@ -324,8 +373,7 @@ impl<'a> Scope<'a> {
         if found || in_group {
             return;
         }
-        if let Some(s) = self
-            .message
+        if let Some(s) = message
             .segments()
             .take(start)
             .filter(|s| s.id() == id)
@@ -339,7 +387,7 @@ impl<'a> Scope<'a> {
     pub fn enter(&self, node: Node<'a>) -> Scope<'a> {
         match node {
             Node::Segment(s) => Scope {
-                message: self.message,
+                doc: self.doc,
                 group: self.group_of(&s),
                 node: Some(node),
             },
@@ -350,15 +398,17 @@ impl<'a> Scope<'a> {
     /// The group a looped segment heads: it and the segments after it, up to the next segment
     /// with its id or the end of the current group.
     pub fn group_of(&self, segment: &Segment<'a>) -> (usize, usize) {
+        let Doc::Hl7(message) = self.doc else {
+            return self.group;
+        };
         // `position` counts from 1; groups are indexes from 0.
         let start = segment.position() - 1;
         let limit = if (self.group.0..self.group.1).contains(&start) {
             self.group.1
         } else {
-            self.message.segment_count()
+            message.segment_count()
         };
-        let end = self
-            .message
+        let end = message
             .segments()
             .skip(start + 1)
             .take(limit.saturating_sub(start + 1))
@@ -406,11 +456,19 @@ mod tests {
             "pid-3",
             "PID-0",
             "PID-3.1.2.3",
-            ".",
             "PID-3[x]",
             "PID-3 4",
         ] {
             assert!(InputPath::parse(bad).is_err(), "{bad}");
+        }
+        // XML paths (a CDA's) are told apart by their look.
+        for xml in [
+            ".",
+            "/ClinicalDocument/id/@root",
+            "id[@root='1.2']/@extension",
+            "@code",
+        ] {
+            assert!(InputPath::parse(xml).unwrap().xml.is_some(), "{xml}");
         }
     }
 }

@@ -24,11 +24,14 @@ pub mod input;
 pub mod live;
 pub mod not_mapped;
 pub mod plan;
+pub mod xml;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use passerelle_hl7v2::Message;
+
+pub use input::Doc;
 
 pub use compile::Problem;
 pub use conceptmap::ConceptMap;
@@ -204,6 +207,17 @@ impl Library {
         let h = message.header();
         let kind = h.message_type.as_deref().unwrap_or("");
         let event = h.trigger_event.as_deref().unwrap_or("");
+        self.for_type(candidates, kind, event)
+    }
+
+    /// The first of `candidates` whose `messages` take this type: `ADT` and `A01` for a
+    /// message, `ClinicalDocument` and the document's code for a CDA.
+    pub fn for_type<'l>(
+        &'l self,
+        candidates: &[String],
+        kind: &str,
+        event: &str,
+    ) -> Option<&'l Mapping> {
         candidates
             .iter()
             .filter_map(|id| self.mapping(id))
@@ -212,24 +226,32 @@ impl Library {
 
     /// The Bundle a mapping makes of a message (no trace: what channels run).
     pub fn run(&self, mapping: &Mapping, message: &Message<'_>) -> Result<Output, RunError> {
-        self.execute(mapping, message, false)
+        self.execute(mapping, Doc::Hl7(message), false)
+    }
+
+    /// The Bundle a mapping makes of an XML document (a CDA).
+    pub fn run_document(
+        &self,
+        mapping: &Mapping,
+        document: &roxmltree::Document<'_>,
+    ) -> Result<Output, RunError> {
+        self.execute(mapping, Doc::Xml(document), false)
     }
 
     /// The Bundle and the trace of which rule produced which element.
     pub fn run_traced(&self, mapping: &Mapping, message: &Message<'_>) -> Result<Output, RunError> {
-        self.execute(mapping, message, true)
+        self.execute(mapping, Doc::Hl7(message), true)
     }
 
-    fn execute(
-        &self,
-        mapping: &Mapping,
-        message: &Message<'_>,
-        tracing: bool,
-    ) -> Result<Output, RunError> {
+    pub fn run_traced_on(&self, mapping: &Mapping, doc: Doc<'_>) -> Result<Output, RunError> {
+        self.execute(mapping, doc, true)
+    }
+
+    fn execute(&self, mapping: &Mapping, doc: Doc<'_>, tracing: bool) -> Result<Output, RunError> {
         let env = exec::Env {
             datatypes: &self.datatypes,
             conceptmaps: &self.conceptmaps,
         };
-        exec::run(&env, mapping, message, tracing)
+        exec::run(&env, mapping, doc, tracing)
     }
 }

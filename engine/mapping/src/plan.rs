@@ -167,6 +167,9 @@ pub struct ResourcePlan {
     pub template: Template,
 }
 
+/// The type of CDA documents, for `messages:`.
+pub const DOCUMENT: &str = "ClinicalDocument";
+
 /// Which messages a mapping applies to: `ADT^A01`, or `ADT` for every event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Trigger {
@@ -175,16 +178,23 @@ pub struct Trigger {
 }
 
 impl Trigger {
-    /// `ADT^A01`, or `ADT` for every event; None when it is not a message type.
+    /// `ADT^A01`, or `ADT` for every event; `ClinicalDocument` for every CDA, or
+    /// `ClinicalDocument^11490-0` for the documents of that code. None when it is neither.
     pub fn parse(text: &str) -> Option<Trigger> {
         let (kind, event) = match text.split_once('^') {
             Some((k, e)) => (k, Some(e.to_string())),
             None => (text, None),
         };
-        (kind.len() == 3 && kind.bytes().all(|b| b.is_ascii_uppercase())).then(|| Trigger {
+        let hl7 = kind.len() == 3 && kind.bytes().all(|b| b.is_ascii_uppercase());
+        (hl7 || kind == DOCUMENT).then(|| Trigger {
             message_type: kind.to_string(),
             event,
         })
+    }
+
+    /// Whether it takes XML documents rather than HL7 v2 messages.
+    pub fn is_document(&self) -> bool {
+        self.message_type == DOCUMENT
     }
 
     pub fn matches(&self, message_type: &str, event: &str) -> bool {

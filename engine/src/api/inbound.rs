@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use super::AppState;
 use super::fhir::Ctx;
-use super::fhir::access::check_submission;
+use super::fhir::access::{Action, check_submission};
 use crate::channel::destination::Reply;
 use crate::channel::{Content, SourceConfig};
 use crate::journal::Status;
@@ -33,14 +33,20 @@ pub async fn receive(
         Ok(c) => c,
         Err(e) => return super::fhir::error_response(&e),
     };
-    if content == Content::Fhir {
-        // A channel is no way around the FHIR API's scopes. Unreadable JSON is refused (and
-        // journaled) below, with the reason.
-        if let Ok(value) = serde_json::from_slice::<Value>(&body)
-            && let Err(e) = check_submission(state.fhir.policy.as_ref(), &ctx.access, &value)
-        {
-            return super::fhir::error_response(&e);
-        }
+    // A channel is no way around the FHIR API's scopes. Unreadable JSON is refused (and
+    // journaled) below, with the reason.
+    let policy = state.fhir.policy.as_ref();
+    let allowed = match content {
+        Content::Fhir => match serde_json::from_slice::<Value>(&body) {
+            Ok(value) => check_submission(policy, &ctx.access, &value),
+            Err(_) => Ok(()),
+        },
+        // A document becomes a DocumentReference (and the resources of its header).
+        Content::Cda => policy.allow(&ctx.access, "DocumentReference", Action::Create),
+        Content::Hl7v2(_) => Ok(()),
+    };
+    if let Err(e) = allowed {
+        return super::fhir::error_response(&e);
     }
     let sender = Sender {
         name: ctx.access.subject.clone(),
@@ -108,6 +114,10 @@ fn accepting(state: &AppState, channel: &str, ctx: &Ctx) -> Result<Content, Fhir
         Content::Fhir => matches!(
             mime,
             "application/fhir+json" | "application/json" | "application/json+fhir"
+        ),
+        Content::Cda => matches!(
+            mime,
+            "application/hl7-cda+xml" | "application/xml" | "text/xml"
         ),
         Content::Hl7v2(_) => false,
     };

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -66,7 +66,10 @@ pub fn router(state: Arc<AppState>) -> Router {
             auth::require_token,
         ))
         // Authenticated by its FHIR request context: refusals are OperationOutcomes.
-        .route("/inbound/{channel}", post(inbound::receive));
+        .route(
+            "/inbound/{channel}",
+            post(inbound::receive).layer(DefaultBodyLimit::max(fhir::BODY_LIMIT)),
+        );
     Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))

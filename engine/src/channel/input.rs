@@ -1,5 +1,5 @@
 //! What a channel receives, read by the reader its source's content needs: HL7 v2 from MLLP,
-//! FHIR JSON from HTTP. Filters and transforms work on the parsed [`Input`], so a message is
+//! FHIR JSON or a CDA document from HTTP. Filters and transforms work on the parsed [`Input`], so a message is
 //! parsed once per run, whatever its kind.
 
 use std::borrow::Cow;
@@ -12,6 +12,7 @@ use serde_json::Value;
 pub enum Content {
     Hl7v2(ParseOptions),
     Fhir,
+    Cda,
 }
 
 impl Content {
@@ -20,6 +21,7 @@ impl Content {
         match self {
             Content::Hl7v2(_) => "application/hl7-v2",
             Content::Fhir => "application/fhir+json",
+            Content::Cda => "application/hl7-cda+xml",
         }
     }
 
@@ -29,6 +31,7 @@ impl Content {
                 .map(Input::Hl7)
                 .map_err(|e| e.to_string()),
             Content::Fhir => parse_fhir(raw).map(Input::Fhir),
+            Content::Cda => passerelle_mapping::xml::parse_document(raw).map(Input::Cda),
         }
     }
 }
@@ -52,11 +55,14 @@ fn parse_fhir(raw: &[u8]) -> Result<Value, String> {
 pub enum Input<'a> {
     Hl7(Message<'a>),
     Fhir(Value),
+    /// An XML document: `ClinicalDocument` for a CDA.
+    Cda(roxmltree::Document<'a>),
 }
 
 impl Input<'_> {
     /// The type filters and routes match: `ADT^A01` for HL7 v2 (MSH-9), `Bundle^transaction`
-    /// or `Patient` for FHIR (resourceType, and a Bundle's type as its event).
+    /// or `Patient` for FHIR (resourceType, and a Bundle's type as its event),
+    /// `ClinicalDocument^11502-2` for a CDA (its code as the event).
     pub fn message_type(&self) -> (Cow<'_, str>, Option<Cow<'_, str>>) {
         match self {
             Input::Hl7(m) => {
@@ -73,6 +79,13 @@ impl Input<'_> {
                     .flatten()
                     .map(Cow::Borrowed);
                 (Cow::Borrowed(t), event)
+            }
+            Input::Cda(d) => {
+                let (kind, code) = passerelle_mapping::xml::document_type(d);
+                (
+                    Cow::Borrowed(kind),
+                    (!code.is_empty()).then_some(Cow::Borrowed(code)),
+                )
             }
         }
     }

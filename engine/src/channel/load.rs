@@ -316,12 +316,16 @@ impl Checker<'_> {
                 );
                 let content = match doc.content.as_ref().map(|t| (t, t.as_str())) {
                     Some((_, "fhir")) => HttpContent::Fhir,
+                    Some((_, "cda")) => HttpContent::Cda,
                     Some((t, other)) => {
-                        self.error(t, format!("unknown content `{other}` (expected: fhir)"));
+                        self.error(
+                            t,
+                            format!("unknown content `{other}` (expected: fhir, cda)"),
+                        );
                         return None;
                     }
                     None => {
-                        self.error(&doc.kind, "an http source needs `content` (fhir)");
+                        self.error(&doc.kind, "an http source needs `content` (fhir, cda)");
                         return None;
                     }
                 };
@@ -432,7 +436,7 @@ impl Checker<'_> {
             || doc.starts_with.is_some()
             || doc.exists.is_some();
         match &doc.field {
-            Some(field) if !matches!(self.content, Some(Content::Hl7v2(_)) | None) => {
+            Some(field) if matches!(self.content, Some(Content::Fhir | Content::Cda)) => {
                 self.error(
                     field,
                     "`field` reads HL7 v2 fields: this channel's source does not take HL7 v2 \
@@ -483,6 +487,19 @@ impl Checker<'_> {
         let parts: Vec<&str> = t.as_str().split('^').collect();
         // A source in error: what its types look like is unknown.
         let Some(content) = self.content else { return };
+        if content == Content::Cda {
+            if parts[0] != "ClinicalDocument" || parts.len() > 2 {
+                self.error(
+                    t,
+                    format!(
+                        "message type `{}`: expected ClinicalDocument, or \
+                         ClinicalDocument^CODE (the document's code, e.g. 11502-2)",
+                        t.as_str()
+                    ),
+                );
+            }
+            return;
+        }
         if content == Content::Fhir {
             let known = passerelle_fhir::types::is_resource_type(parts[0]);
             let event_ok = match parts.get(1) {
@@ -991,7 +1008,7 @@ destinations:
         let bad = |from: &str, to: &str| errors(&good.replace(from, to));
         assert_eq!(
             bad("content: fhir", "content: pdf"),
-            vec!["channels/lab.yaml:3:12: unknown content `pdf` (expected: fhir)"]
+            vec!["channels/lab.yaml:3:12: unknown content `pdf` (expected: fhir, cda)"]
         );
         assert_eq!(
             bad(

@@ -1,6 +1,7 @@
 //! Channels: where messages come from, which ones are kept, how they are transformed and
 //! where they go. Each channel is one YAML file in `channels/`; see docs/channels.md.
 
+pub mod cda;
 pub mod destination;
 pub mod doc;
 pub mod filter;
@@ -69,6 +70,7 @@ pub enum SourceConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HttpContent {
     Fhir,
+    Cda,
 }
 
 impl SourceConfig {
@@ -87,10 +89,10 @@ impl SourceConfig {
             } => Content::Hl7v2(ParseOptions {
                 default_charset: *default_charset,
             }),
-            SourceConfig::Http {
-                content: HttpContent::Fhir,
-                ..
-            } => Content::Fhir,
+            SourceConfig::Http { content, .. } => match content {
+                HttpContent::Fhir => Content::Fhir,
+                HttpContent::Cda => Content::Cda,
+            },
         }
     }
 }

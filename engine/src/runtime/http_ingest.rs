@@ -170,25 +170,34 @@ async fn reject(
 fn is_single(input: &Input<'_>) -> bool {
     match input {
         Input::Fhir(v) => v["resourceType"] != "Bundle" || v["type"].as_str() == Some("document"),
-        Input::Hl7(_) => false,
+        Input::Hl7(_) | Input::Cda(_) => false,
     }
 }
 
-/// Content checks beyond parsing: a FHIR submission must be one the store can take.
+/// Content checks beyond parsing: a FHIR submission must be one the store can take, a CDA
+/// must have the header CDA R2 requires.
 fn check(input: &Input<'_>) -> Result<(), Reply> {
     match input {
         Input::Fhir(v) => passerelle_fhir::bundle::check_submission(v).map_err(|e| Reply {
             status: e.status,
             body: e.outcome(),
         }),
+        Input::Cda(d) => crate::channel::cda::check(d).map_err(|e| Reply {
+            status: 400,
+            body: passerelle_fhir::error::operation_outcome("error", "structure", &e, None),
+        }),
         Input::Hl7(_) => Ok(()),
     }
 }
 
 /// The business identifier of a submission, the journal's key against retransmissions: a
-/// Bundle's `identifier` (`system|value`).
+/// Bundle's `identifier` (`system|value`), a CDA's id (`root^extension`).
 fn business_id(input: &Input<'_>) -> Option<String> {
-    let Input::Fhir(v) = input else { return None };
+    let v = match input {
+        Input::Fhir(v) => v,
+        Input::Cda(d) => return crate::channel::cda::document_id(d),
+        Input::Hl7(_) => return None,
+    };
     if v["resourceType"] != "Bundle" {
         return None;
     }

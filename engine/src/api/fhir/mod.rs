@@ -36,7 +36,7 @@ pub struct FhirApi {
 type Shared = State<Arc<AppState>>;
 
 /// Bundles and Binary uploads can be large; 64 MiB keeps a runaway client in check.
-const BODY_LIMIT: usize = 64 * 1024 * 1024;
+pub(crate) const BODY_LIMIT: usize = 64 * 1024 * 1024;
 /// Resources named in one AuditEvent for a search (the query itself is always there).
 const AUDITED_RESULTS: usize = 100;
 const HISTORY_COUNT: i64 = 50;

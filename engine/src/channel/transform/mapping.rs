@@ -1,4 +1,4 @@
-//! The mapping language as a transform: HL7 v2 in, a FHIR transaction Bundle out.
+//! The mapping language as a transform: HL7 v2 or a CDA in, a FHIR transaction Bundle out.
 
 use std::sync::Arc;
 
@@ -22,17 +22,11 @@ impl Transform for MapToFhir {
     }
 
     fn apply(&self, input: &Input<'_>) -> Result<Routing, String> {
-        let Some(message) = input.hl7() else {
-            return Err("the mapping library reads HL7 v2 messages".into());
-        };
         let library = self.library.get();
-        let Some(mapping) = library.for_message(&self.mappings, message) else {
-            let h = message.header();
-            let (kind, event) = (
-                h.message_type.as_deref().unwrap_or(""),
-                h.trigger_event.as_deref().unwrap_or(""),
-            );
-            return Ok(Routing::Drop(match library.not_mapped(kind, event) {
+        let (kind, event) = input.message_type();
+        let event = event.unwrap_or_default();
+        let Some(mapping) = library.for_type(&self.mappings, &kind, &event) else {
+            return Ok(Routing::Drop(match library.not_mapped(&kind, &event) {
                 Some(reason) => format!("{kind}^{event} is not mapped on purpose: {reason}"),
                 None => format!(
                     "no mapping for {kind}^{event} (mappings: {})",
@@ -40,9 +34,12 @@ impl Transform for MapToFhir {
                 ),
             }));
         };
-        let output = library
-            .run(mapping, message)
-            .map_err(|e| format!("mapping `{}`: {e}", mapping.id))?;
+        let output = match input {
+            Input::Hl7(message) => library.run(mapping, message),
+            Input::Cda(document) => library.run_document(mapping, document),
+            Input::Fhir(_) => return Err("the mapping library reads HL7 v2 and CDA".into()),
+        }
+        .map_err(|e| format!("mapping `{}`: {e}", mapping.id))?;
         Ok(Routing::Deliver(Output::to_each(
             &self.destinations,
             &output.bundle,
