@@ -11,7 +11,8 @@ import pytest
 import requests
 
 from conftest import ROOT, corpus
-from test_fhir import FHIR_JSON, Fhir, issue_token, validate
+from test_fhir import Fhir, issue_token, validate
+from test_fhir_inbound import Inbound
 
 CDA = "application/hl7-cda+xml"
 #: Our own test document (the mapping's golden input): version 2, replacing version 1.
@@ -29,18 +30,11 @@ REFUSED = {
 }
 
 
-class Sender:
-    def __init__(self, engine, token: str):
-        self.engine = engine
-        self.session = requests.Session()
-        self.session.headers["Authorization"] = f"Bearer {token}"
+class Sender(Inbound):
+    """Posts CDA documents to `cda-inbound`."""
 
-    def post(self, body: bytes, content_type: str = CDA) -> requests.Response:
-        r = self.session.post(f"{self.engine.base}/api/inbound/cda-inbound", data=body,
-                              headers={"Content-Type": content_type}, timeout=120)
-        assert r.headers["Content-Type"].startswith(FHIR_JSON), (r.status_code, r.text[:300])
-        validate(r.json())
-        return r
+    def post(self, body: bytes, content_type: str = CDA, channel: str = "cda-inbound") -> requests.Response:
+        return super().post(body, content_type, channel)
 
 
 @pytest.fixture

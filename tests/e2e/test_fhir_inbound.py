@@ -26,7 +26,7 @@ class Inbound:
     def post(self, body, content_type: str = FHIR_JSON, channel: str = "fhir-inbound") -> requests.Response:
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
         r = self.session.post(f"{self.engine.base}/api/inbound/{channel}", data=data,
-                              headers={"Content-Type": content_type}, timeout=60)
+                              headers={"Content-Type": content_type}, timeout=120)
         assert r.headers["Content-Type"].startswith(FHIR_JSON), (r.status_code, r.text)
         validate(r.json())
         return r

@@ -361,9 +361,10 @@ pub fn document_type<'a>(document: &'a Document<'a>) -> (&'a str, &'a str) {
     (root.tag_name().name(), code)
 }
 
-/// The first step of `text` (brackets and quotes kept whole) and what follows it.
-fn split_step(text: &str) -> Result<(&str, &str), String> {
-    let mut depth = 0;
+/// Where `target` first occurs in `text` outside quotes and at bracket depth 0, counting
+/// from `depth` (1 inside a predicate, to find its `]`). None when it does not occur; an
+/// error when the text ends inside a quote or a bracket.
+fn find_outside(text: &str, target: char, mut depth: i32) -> Result<Option<usize>, String> {
     let mut quote = None;
     for (i, c) in text.char_indices() {
         match (quote, c) {
@@ -371,42 +372,39 @@ fn split_step(text: &str) -> Result<(&str, &str), String> {
             (Some(_), _) => {}
             (None, '\'' | '"') => quote = Some(c),
             (None, '[') => depth += 1,
-            (None, ']') => depth -= 1,
-            (None, '/') if depth == 0 => return Ok((&text[..i], &text[i..])),
+            (None, ']') => {
+                depth -= 1;
+                if target == ']' && depth == 0 {
+                    return Ok(Some(i));
+                }
+            }
+            (None, c) if c == target && depth == 0 => return Ok(Some(i)),
             _ => {}
         }
     }
     if depth != 0 || quote.is_some() {
         return Err("unbalanced `[` or quote".into());
     }
-    Ok((text, ""))
+    Ok(None)
+}
+
+/// The first step of `text` (brackets and quotes kept whole) and what follows it.
+fn split_step(text: &str) -> Result<(&str, &str), String> {
+    Ok(match find_outside(text, '/', 0)? {
+        Some(i) => (&text[..i], &text[i..]),
+        None => (text, ""),
+    })
 }
 
 fn parse_predicates(text: &str) -> Result<Vec<Predicate>, String> {
     let mut out = Vec::new();
     let mut rest = text;
     while let Some(body) = rest.strip_prefix('[') {
-        // The matching `]`, quotes and nested brackets kept whole.
-        let (mut depth, mut quote, mut end) = (1, None, None);
-        for (i, c) in body.char_indices() {
-            match (quote, c) {
-                (Some(q), c) if c == q => quote = None,
-                (Some(_), _) => {}
-                (None, '\'' | '"') => quote = Some(c),
-                (None, '[') => depth += 1,
-                (None, ']') => {
-                    depth -= 1;
-                    if depth == 0 {
-                        end = Some(i);
-                        break;
-                    }
-                }
-                _ => {}
-            }
-        }
-        let end = end.ok_or("a `]` is missing")?;
-        let inner = body[..end].trim();
-        out.push(predicate(inner)?);
+        let end = find_outside(body, ']', 1)
+            .ok()
+            .flatten()
+            .ok_or("a `]` is missing")?;
+        out.push(predicate(body[..end].trim())?);
         rest = &body[end + 1..];
     }
     if !rest.is_empty() {
