@@ -102,11 +102,21 @@ def test_every_cda_of_the_corpora_is_mapped_or_refused_with_its_reason(bundled_e
         assert d["subject"]["reference"].startswith("Patient/")
         assert d["content"][0]["attachment"]["url"].startswith("Binary/")
         assert d["type"]["coding"][0]["code"]
-    for t in ["Patient", "Practitioner", "Organization", "Encounter"]:
+    for t in ["Patient", "Practitioner", "Organization", "Encounter", "DiagnosticReport", "Observation"]:
         found = all_of(fhir, f"{t}?_count=200")
         assert found, t
         for resource in found:
             validate(resource)
+    # A structured lab report (CR-BIO): its DiagnosticReport and its results.
+    [report] = fhir.search(
+        "DiagnosticReport?identifier=urn:ietf:rfc:3986|urn:oid:1.2.250.1.213.1.1.1.55.2024.7.1")
+    [glucose] = [fhir.ok("GET", "/" + r["reference"]) for r in report["result"]]
+    assert glucose["code"]["coding"][0] == {
+        "system": "http://loinc.org", "code": "40193-5",
+        "display": "Glucose à jeun [Moles/Volume] Sérum/Plasma ; Numérique"}
+    assert glucose["valueQuantity"] == {"value": 4.89, "unit": "mmol/L",
+                                        "system": "http://unitsofmeasure.org", "code": "mmol/L"}
+    assert glucose["subject"] == report["subject"]
     # The Binary is the document as received.
     first = next(d for d in documents if d["masterIdentifier"]["value"].endswith("1.2.250.1.213.1.1.1.55.2021.3.1"))
     binary = fhir.ok("GET", "/" + first["content"][0]["attachment"]["url"])

@@ -51,7 +51,7 @@ impl Cond {
     pub fn holds(&self, scope: &Scope<'_>) -> bool {
         let any = |p: &InputPath, test: &dyn Fn(&str) -> bool| scope.any(p, test);
         match self {
-            Cond::Valued(p) => any(p, &|t| !t.is_empty()),
+            Cond::Valued(p) => scope.has_value(p),
             Cond::Equals(p, v) => any(p, &|t| t == v),
             Cond::NotEquals(p, v) => !any(p, &|t| t == v),
             Cond::In(p, vs) => any(p, &|t| vs.iter().any(|v| v == t)),

@@ -279,6 +279,20 @@ impl<'a> Scope<'a> {
         found
     }
 
+    /// Whether the path selects a value: a non-empty text, or for an XML element, an element
+    /// with content or attributes (`when: "componentOf/encompassingEncounter"`).
+    pub fn has_value(&self, path: &InputPath) -> bool {
+        let mut found = false;
+        self.walk(path, |_, n| {
+            found = found
+                || match n {
+                    Node::Xml(XmlNode::Element(_)) => !n.is_empty(),
+                    _ => !n.text().is_empty(),
+                };
+        });
+        found
+    }
+
     /// [`Scope::select`], with the segment each value was read in (none for a path relative
     /// to the value in hand).
     pub fn select_in_segments(&self, path: &InputPath) -> Vec<(Option<Segment<'a>>, Node<'a>)> {

@@ -295,7 +295,7 @@ impl XmlPath {
                         Predicate::Index(i) => found.get(i - 1).copied().into_iter().collect(),
                         Predicate::Valued(path) => found
                             .into_iter()
-                            .filter(|n| path.any(document, *n, |v| !v.is_empty()))
+                            .filter(|n| path.exists(document, *n))
                             .collect(),
                         Predicate::Equals(path, value) => found
                             .into_iter()
@@ -320,6 +320,15 @@ impl XmlPath {
                 }
             }
         }
+    }
+
+    /// Whether the path selects something that is not empty from `from`.
+    fn exists<'a>(&self, document: &'a Document<'a>, from: Node<'a, 'a>) -> bool {
+        let mut found = false;
+        self.walk(document, Some(from), &mut |n| {
+            found = found || !n.is_empty()
+        });
+        found
     }
 
     fn any<'a>(
