@@ -21,6 +21,7 @@ use crate::crypto::Cipher;
 use crate::diagnostic::Diagnostics;
 use crate::journal::{Journal, now_micros};
 use crate::runtime::Runtime;
+use crate::runtime::devices::DeviceRegistry;
 use crate::runtime::ingest::MllpIngest;
 use crate::settings::Settings;
 
@@ -38,10 +39,20 @@ pub async fn run(settings: Settings) -> Result<()> {
         return Err(anyhow!(Diagnostics(problems))
             .context("the mappings have errors (see `passerelle check`)"));
     }
-    let loaded = load_dir_with(&settings.channels_dir, &mappings);
+    let mut loaded = load_dir_with(&settings.channels_dir, &mappings);
     if !loaded.problems.is_empty() {
         return Err(anyhow!(Diagnostics(loaded.problems))
             .context("the channels have errors (see `passerelle check`)"));
+    }
+    // An MQTT source without a broker of its own uses the server's; without one, it waits.
+    for channel in &mut loaded.channels {
+        if let SourceConfig::Mqtt { broker: None, .. } = channel.source
+            && settings.mqtt.is_none()
+            && channel.paused.is_none()
+        {
+            channel.paused =
+                Some("not configured: no MQTT broker (--mqtt / PASSERELLE_MQTT)".into());
+        }
     }
     let cipher = Arc::new(Cipher::load_or_create(&settings.data_dir)?);
     let journal = Journal::open(&settings.database_url, cipher.clone()).await?;
@@ -91,6 +102,26 @@ pub async fn run(settings: Settings) -> Result<()> {
         )));
     }
 
+    // MQTT sources: one persistent session each.
+    let stop_mqtt = CancellationToken::new();
+    let devices = Arc::new(DeviceRegistry::new(store.clone()));
+    let mut mqtt_tasks = Vec::new();
+    for channel in runtime.channels().filter(|c| c.is_running()) {
+        let SourceConfig::Mqtt { broker, .. } = &channel.channel.source else {
+            continue;
+        };
+        let Some(url) = broker.clone().or_else(|| settings.mqtt.clone()) else {
+            continue;
+        };
+        mqtt_tasks.push(tokio::spawn(crate::runtime::mqtt_ingest::run(
+            runtime.clone(),
+            devices.clone(),
+            channel.channel.id.clone(),
+            url,
+            stop_mqtt.clone(),
+        )));
+    }
+
     let fhir = FhirApi {
         store: store.clone(),
         policy: Arc::new(SmartScopes),
@@ -127,6 +158,10 @@ pub async fn run(settings: Settings) -> Result<()> {
         if let Ok(Err(e)) = task.await {
             tracing::warn!(error = %e, "MLLP listener stopped with an error");
         }
+    }
+    stop_mqtt.cancel();
+    for task in mqtt_tasks {
+        let _ = task.await;
     }
     retention.abort();
     watcher.abort();

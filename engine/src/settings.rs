@@ -43,6 +43,10 @@ pub struct ListenArgs {
     /// Main MLLP address (the `hl7v2-inbound` channel's).
     #[arg(long, env = "PASSERELLE_MLLP")]
     pub mllp: Option<String>,
+    /// MQTT broker for device telemetry, e.g. mqtt://127.0.0.1:1883 (user and password may
+    /// be given as mqtt://user:password@host:port). Without it, MQTT channels are paused.
+    #[arg(long, env = "PASSERELLE_MQTT")]
+    pub mqtt: Option<String>,
     /// Log format: text or json.
     #[arg(long, env = "PASSERELLE_LOG_FORMAT")]
     pub log_format: Option<String>,
@@ -63,6 +67,8 @@ pub struct Settings {
     pub conceptmaps_dir: PathBuf,
     pub http: SocketAddr,
     pub mllp: SocketAddr,
+    /// The MQTT broker of MQTT sources that name none.
+    pub mqtt: Option<String>,
     pub log_json: bool,
     pub log_level: String,
     pub retention: PrunePolicy,
@@ -194,6 +200,7 @@ pub fn resolve(common: &CommonArgs, listen: &ListenArgs) -> Result<Settings> {
         store_url,
         http,
         mllp,
+        mqtt: listen.mqtt.clone().filter(|m| !m.trim().is_empty()),
         config_path,
         file,
     })

@@ -34,7 +34,9 @@ def test_health_and_metrics_need_no_token(bundled_engine):
     status, body, _ = bundled_engine.http("GET", "/health", token=None)
     assert status == 200
     assert (body["live"], body["ready"], body["status"]) == (True, True, "ok")
-    assert body["channels"] == {BUNDLED_CHANNEL: "running", "fhir-inbound": "running", "cda-inbound": "running"}
+    assert body["channels"] == {BUNDLED_CHANNEL: "running", "fhir-inbound": "running", "cda-inbound": "running",
+                                # No MQTT broker given (--mqtt): waiting for one.
+                                "device-telemetry": "paused"}
     status, text, headers = bundled_engine.http("GET", "/metrics", token=None)
     assert status == 200 and headers["Content-Type"].startswith("text/plain")
     assert "passerelle_messages_received_total" in text
@@ -79,9 +81,10 @@ def test_channels_list_ids_and_counters(bundled_engine):
     bundled_engine.wait_message("CH-1", status="sent")
     channels = bundled_engine.api("/api/channels")
     assert [(c["id"], c["source"], c["state"]) for c in channels] == [
-        ("cda-inbound", "http", "running"), ("fhir-inbound", "http", "running"),
-        (BUNDLED_CHANNEL, "mllp", "running")]
-    channel = channels[2]
+        ("cda-inbound", "http", "running"), ("device-telemetry", "mqtt", "paused"),
+        ("fhir-inbound", "http", "running"), (BUNDLED_CHANNEL, "mllp", "running")]
+    assert "no MQTT broker" in channels[1]["reason"]
+    channel = channels[3]
     for counter in COUNTERS:
         assert isinstance(channel[counter], int), counter
     assert {k: channel[k] for k in ("received", "acked", "rejected", "filtered", "errored", "queued")} == {

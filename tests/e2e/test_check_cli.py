@@ -76,7 +76,7 @@ def broken_channel(tmp_path, case: str):
 def test_bundled_channels_are_ok(tmp_path):
     out = run("check", "--channels", str(ROOT / "channels"), cwd=tmp_path)
     assert out.returncode == 0, out
-    assert out.stdout.splitlines() == ["ok: 3 channel(s), 9 mapping(s)"]
+    assert out.stdout.splitlines() == ["ok: 4 channel(s), 9 mapping(s)"]
 
 
 def test_a_good_channel_is_ok(tmp_path):

@@ -43,7 +43,7 @@ pub async fn receive(
         },
         // A document becomes a DocumentReference (and the resources of its header).
         Content::Cda => policy.allow(&ctx.access, "DocumentReference", Action::Create),
-        Content::Hl7v2(_) => Ok(()),
+        Content::Hl7v2(_) | Content::Telemetry => Ok(()),
     };
     if let Err(e) = allowed {
         return super::fhir::error_response(&e);
@@ -119,7 +119,7 @@ fn accepting(state: &AppState, channel: &str, ctx: &Ctx) -> Result<Content, Fhir
             mime,
             "application/hl7-cda+xml" | "application/xml" | "text/xml"
         ),
-        Content::Hl7v2(_) => false,
+        Content::Hl7v2(_) | Content::Telemetry => false,
     };
     if !fits {
         return Err(FhirError::new(

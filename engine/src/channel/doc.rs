@@ -35,6 +35,12 @@ pub struct SourceDoc {
     /// `http`: how long a request waits for the store's answer before `202 Accepted`
     /// (default 30s).
     pub reply_timeout: Option<Text>,
+    /// `mqtt`: the topic filters to subscribe to (`devices/+/telemetry`).
+    pub topics: Option<Vec<Text>>,
+    /// `mqtt`: the broker URL (default: the server's `--mqtt`).
+    pub broker: Option<Text>,
+    /// `mqtt`: the client id (default: `passerelle-` and the channel id).
+    pub client_id: Option<Text>,
 }
 
 /// A filter condition: `field` with exactly one of the tests, a `message_type` list, an `any`
@@ -72,6 +78,8 @@ pub struct TransformDoc {
     pub identifier_systems: Option<Vec<SystemRewriteDoc>>,
     /// For `fhir`: profiles declared in `meta.profile` of the resources of a type.
     pub profiles: Option<Vec<ProfileDoc>>,
+    /// For `vital-signs`: keep a measurement of a device at most this often (e.g. 60s).
+    pub min_interval: Option<Text>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -13,6 +13,8 @@ pub enum Content {
     Hl7v2(ParseOptions),
     Fhir,
     Cda,
+    /// Device readings: SenML JSON (RFC 8428) or a FHIR Observation.
+    Telemetry,
 }
 
 impl Content {
@@ -22,6 +24,7 @@ impl Content {
             Content::Hl7v2(_) => "application/hl7-v2",
             Content::Fhir => "application/fhir+json",
             Content::Cda => "application/hl7-cda+xml",
+            Content::Telemetry => "application/senml+json",
         }
     }
 
@@ -32,6 +35,13 @@ impl Content {
                 .map_err(|e| e.to_string()),
             Content::Fhir => parse_fhir(raw).map(Input::Fhir),
             Content::Cda => passerelle_mapping::xml::parse_document(raw).map(Input::Cda),
+            Content::Telemetry => parse_telemetry(raw).map(|payload| {
+                Input::Telemetry(Reading {
+                    payload,
+                    device: String::new(),
+                    subject: None,
+                })
+            }),
         }
     }
 }
@@ -51,12 +61,54 @@ fn parse_fhir(raw: &[u8]) -> Result<Value, String> {
     Ok(value)
 }
 
+/// A device reading: SenML records (a JSON array) or a FHIR Observation (an object).
+fn parse_telemetry(raw: &[u8]) -> Result<Value, String> {
+    let value: Value = serde_json::from_slice(raw).map_err(|e| {
+        format!(
+            "not JSON: {} at line {} column {}",
+            e.to_string().split(" at line ").next().unwrap_or_default(),
+            e.line(),
+            e.column()
+        )
+    })?;
+    match &value {
+        Value::Array(records) if records.iter().all(Value::is_object) && !records.is_empty() => {
+            Ok(value)
+        }
+        Value::Object(o)
+            if o.get("resourceType").and_then(Value::as_str) == Some("Observation") =>
+        {
+            Ok(value)
+        }
+        _ => Err("neither SenML (a JSON array of records, RFC 8428) nor a FHIR Observation".into()),
+    }
+}
+
+/// A reading, with what its source knows of the device that sent it.
+pub struct Reading {
+    pub payload: Value,
+    /// The device id (the topic's `+` level).
+    pub device: String,
+    /// What the device is linked to (`Patient/1`, `Location/2`) and the Device itself, from
+    /// the device registry (the store's Device resources); None when not looked up.
+    pub subject: Option<DeviceLink>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceLink {
+    /// `Device/{id}`.
+    pub device: String,
+    /// `Patient/{id}` or `Location/{id}`.
+    pub subject: String,
+}
+
 /// A parsed message.
 pub enum Input<'a> {
     Hl7(Message<'a>),
     Fhir(Value),
     /// An XML document: `ClinicalDocument` for a CDA.
     Cda(roxmltree::Document<'a>),
+    Telemetry(Reading),
 }
 
 impl Input<'_> {
@@ -80,6 +132,14 @@ impl Input<'_> {
                     .map(Cow::Borrowed);
                 (Cow::Borrowed(t), event)
             }
+            Input::Telemetry(r) => (
+                Cow::Borrowed(if r.payload.is_array() {
+                    "SenML"
+                } else {
+                    "Observation"
+                }),
+                None,
+            ),
             Input::Cda(d) => {
                 let (kind, code) = passerelle_mapping::xml::document_type(d);
                 (

@@ -18,7 +18,9 @@ use super::destination::{DestinationConfig, DestinationKind};
 use super::doc::*;
 use super::filter::{Condition, Test};
 use super::interpolate::from_env;
-use super::transform::{FhirIntake, MapToFhir, PassThrough, RouteByMessageType, Transform};
+use super::transform::{
+    FhirIntake, MapToFhir, PassThrough, RouteByMessageType, Transform, VitalSigns,
+};
 use super::{Channel, Content, HttpContent, RetryPolicy, SourceConfig};
 use crate::diagnostic::Diagnostic;
 
@@ -264,7 +266,7 @@ impl Checker<'_> {
                 .unwrap_or("channel")
                 .to_string(),
         };
-        let source = self.source(&doc.source);
+        let source = self.source(&doc.source, &id);
         self.content = source.as_ref().map(SourceConfig::content);
         // An item of several kinds needs each of them, like the list itself.
         let filters = doc
@@ -294,7 +296,15 @@ impl Checker<'_> {
         })
     }
 
-    fn source(&mut self, doc: &SourceDoc) -> Option<SourceConfig> {
+    fn source(&mut self, doc: &SourceDoc, channel: &str) -> Option<SourceConfig> {
+        let mqtt_keys = [
+            ("topics", doc.topics.as_ref().and_then(|t| t.first())),
+            ("broker", doc.broker.as_ref()),
+            ("client_id", doc.client_id.as_ref()),
+        ];
+        if doc.kind.as_str() != "mqtt" {
+            self.refuse_keys(&format!("an {} source", doc.kind.as_str()), &mqtt_keys);
+        }
         match doc.kind.as_str() {
             "mllp" => {
                 self.refuse_keys(
@@ -336,10 +346,62 @@ impl Checker<'_> {
                     reply_timeout,
                 })
             }
+            "mqtt" => {
+                self.refuse_keys(
+                    "an mqtt source",
+                    &[
+                        ("address", doc.address.as_ref()),
+                        ("charset", doc.charset.as_ref()),
+                        ("content", doc.content.as_ref()),
+                        ("reply_timeout", doc.reply_timeout.as_ref()),
+                    ],
+                );
+                let Some(topics) = doc.topics.as_ref().filter(|t| !t.is_empty()) else {
+                    self.error(
+                        &doc.kind,
+                        "an mqtt source needs `topics`, e.g. [\"devices/+/telemetry\"]",
+                    );
+                    return None;
+                };
+                for t in topics {
+                    let plus = t.as_str().split('/').filter(|l| *l == "+").count();
+                    if plus != 1 || t.as_str().contains('#') {
+                        self.error(
+                            t,
+                            format!(
+                                "topic `{}`: one `+` level names the device \
+                                 (devices/+/telemetry), and no `#`",
+                                t.as_str()
+                            ),
+                        );
+                    }
+                }
+                let broker = match &doc.broker {
+                    Some(text) => match self.value(text) {
+                        Some(url) => {
+                            if let Err(e) = crate::runtime::mqtt_ingest::Broker::parse(&url) {
+                                self.error(text, e);
+                            }
+                            Some(url)
+                        }
+                        None => None,
+                    },
+                    None => None,
+                };
+                Some(SourceConfig::Mqtt {
+                    topics: topics.iter().map(|t| t.as_str().to_string()).collect(),
+                    broker,
+                    client_id: doc
+                        .client_id
+                        .as_ref()
+                        .map(|c| c.as_str().to_string())
+                        .unwrap_or_else(|| format!("passerelle-{channel}")),
+                })
+            }
             other => {
                 self.error(
                     &doc.kind,
-                    format!("unknown source type `{other}` (expected: mllp, http)"),
+                    format!("unknown source type `{other}` (expected: mllp, http, mqtt)"),
                 );
                 None
             }
@@ -436,7 +498,12 @@ impl Checker<'_> {
             || doc.starts_with.is_some()
             || doc.exists.is_some();
         match &doc.field {
-            Some(field) if matches!(self.content, Some(Content::Fhir | Content::Cda)) => {
+            Some(field)
+                if matches!(
+                    self.content,
+                    Some(Content::Fhir | Content::Cda | Content::Telemetry)
+                ) =>
+            {
                 self.error(
                     field,
                     "`field` reads HL7 v2 fields: this channel's source does not take HL7 v2 \
@@ -487,6 +554,18 @@ impl Checker<'_> {
         let parts: Vec<&str> = t.as_str().split('^').collect();
         // A source in error: what its types look like is unknown.
         let Some(content) = self.content else { return };
+        if content == Content::Telemetry {
+            if !matches!(t.as_str(), "SenML" | "Observation") {
+                self.error(
+                    t,
+                    format!(
+                        "message type `{}`: a reading is SenML or Observation",
+                        t.as_str()
+                    ),
+                );
+            }
+            return;
+        }
         if content == Content::Cda {
             if parts[0] != "ClinicalDocument" || parts.len() > 2 {
                 self.error(
@@ -744,7 +823,12 @@ impl Checker<'_> {
         destinations: &[String],
     ) -> Option<Arc<dyn Transform>> {
         let fhir = matches!(self.content, Some(Content::Fhir));
+        let telemetry = matches!(self.content, Some(Content::Telemetry));
         let Some(doc) = doc else {
+            // Readings: vital signs, every one kept.
+            if telemetry {
+                return Some(Arc::new(VitalSigns::new(destinations.to_vec(), None)));
+            }
             // FHIR in: written as received (a single resource still needs its transaction).
             if fhir {
                 return Some(Arc::new(FhirIntake {
@@ -818,6 +902,31 @@ impl Checker<'_> {
                     .collect();
                 let default = doc.default.as_ref().map(|d| known(d, self));
                 Some(Arc::new(RouteByMessageType { routes, default }))
+            }
+            "vital-signs" => {
+                if !telemetry {
+                    self.error(
+                        &doc.kind,
+                        "the `vital-signs` transform takes an mqtt source",
+                    );
+                }
+                let min_interval = doc
+                    .min_interval
+                    .as_ref()
+                    .map(|t| self.duration(Some(t), Duration::ZERO))
+                    .filter(|d| !d.is_zero());
+                let to = match &doc.default {
+                    Some(d) => known(d, self),
+                    None => destinations.to_vec(),
+                };
+                Some(Arc::new(VitalSigns::new(to, min_interval)))
+            }
+            _ if telemetry && doc.kind.as_str() != "pass-through" => {
+                self.error(
+                    &doc.kind,
+                    "an mqtt source takes the `vital-signs` transform (or pass-through)",
+                );
+                None
             }
             "mapping" if fhir => {
                 self.error(
@@ -902,7 +1011,7 @@ impl Checker<'_> {
             other => {
                 self.error(
                     &doc.kind,
-                    format!("unknown transform type `{other}` (expected: pass-through, route-by-message-type, mapping, fhir)"),
+                    format!("unknown transform type `{other}` (expected: pass-through, route-by-message-type, mapping, fhir, vital-signs)"),
                 );
                 None
             }

@@ -57,6 +57,16 @@ pub enum SourceConfig {
         address_unset: bool,
         default_charset: Charset,
     },
+    /// Subscriptions on an MQTT broker; each topic's `+` level names the device.
+    Mqtt {
+        /// Topic filters, e.g. `devices/+/telemetry`.
+        topics: Vec<String>,
+        /// `mqtt://[user:password@]host:port`; None: the server's `--mqtt`.
+        broker: Option<String>,
+        /// The session's client id: the broker keeps unacknowledged QoS 1 messages for it
+        /// across restarts.
+        client_id: String,
+    },
     /// `POST /api/inbound/{channel}` on the HTTP address.
     Http {
         content: HttpContent,
@@ -78,6 +88,7 @@ impl SourceConfig {
         match self {
             SourceConfig::Mllp { .. } => "mllp",
             SourceConfig::Http { .. } => "http",
+            SourceConfig::Mqtt { .. } => "mqtt",
         }
     }
 
@@ -89,6 +100,7 @@ impl SourceConfig {
             } => Content::Hl7v2(ParseOptions {
                 default_charset: *default_charset,
             }),
+            SourceConfig::Mqtt { .. } => Content::Telemetry,
             SourceConfig::Http { content, .. } => match content {
                 HttpContent::Fhir => Content::Fhir,
                 HttpContent::Cda => Content::Cda,

@@ -170,7 +170,7 @@ async fn reject(
 fn is_single(input: &Input<'_>) -> bool {
     match input {
         Input::Fhir(v) => v["resourceType"] != "Bundle" || v["type"].as_str() == Some("document"),
-        Input::Hl7(_) | Input::Cda(_) => false,
+        Input::Hl7(_) | Input::Cda(_) | Input::Telemetry(_) => false,
     }
 }
 
@@ -186,7 +186,7 @@ fn check(input: &Input<'_>) -> Result<(), Reply> {
             status: 400,
             body: passerelle_fhir::error::operation_outcome("error", "structure", &e, None),
         }),
-        Input::Hl7(_) => Ok(()),
+        Input::Hl7(_) | Input::Telemetry(_) => Ok(()),
     }
 }
 
@@ -196,7 +196,7 @@ fn business_id(input: &Input<'_>) -> Option<String> {
     let v = match input {
         Input::Fhir(v) => v,
         Input::Cda(d) => return crate::channel::cda::document_id(d),
-        Input::Hl7(_) => return None,
+        Input::Hl7(_) | Input::Telemetry(_) => return None,
     };
     if v["resourceType"] != "Bundle" {
         return None;

@@ -2,9 +2,11 @@
 //! for each destination, an outbox worker (deliver, retry, dead letter). Sources hand
 //! messages in through [`Runtime::submit`] once they are journaled.
 
+pub mod devices;
 mod downstream;
 pub mod http_ingest;
 pub mod ingest;
+pub mod mqtt_ingest;
 mod outbox;
 mod processor;
 pub mod replies;

@@ -37,7 +37,9 @@ impl Transform for MapToFhir {
         let output = match input {
             Input::Hl7(message) => library.run(mapping, message),
             Input::Cda(document) => library.run_document(mapping, document),
-            Input::Fhir(_) => return Err("the mapping library reads HL7 v2 and CDA".into()),
+            Input::Fhir(_) | Input::Telemetry(_) => {
+                return Err("the mapping library reads HL7 v2 and CDA".into());
+            }
         }
         .map_err(|e| format!("mapping `{}`: {e}", mapping.id))?;
         Ok(Routing::Deliver(Output::to_each(

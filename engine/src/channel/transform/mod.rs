@@ -1,11 +1,14 @@
 //! The transform stage: one trait, one implementation per kind: pass-through and routing here,
-//! the mapping language in [`mapping`], FHIR intake in [`fhir`].
+//! the mapping language in [`mapping`], FHIR intake in [`fhir`], device readings in
+//! [`telemetry`].
 
 mod fhir;
 mod mapping;
+pub mod telemetry;
 
 pub use fhir::FhirIntake;
 pub use mapping::MapToFhir;
+pub use telemetry::VitalSigns;
 
 use super::Input;
 
