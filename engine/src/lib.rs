@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod bench;
+pub mod bench_mqtt;
 pub mod channel;
 pub mod check;
 pub mod config;

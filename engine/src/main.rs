@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use passerelle::settings::{CommonArgs, ListenArgs, resolve};
-use passerelle::{bench, check, journal, mappings, serve, token};
+use passerelle::{bench, bench_mqtt, check, journal, mappings, serve, token};
 use tracing_subscriber::EnvFilter;
 
 // Mapping and storing messages allocate many small values; mimalloc handles that better than
@@ -80,6 +80,8 @@ enum TokenAction {
 enum BenchTarget {
     /// Send HL7 v2 over MLLP to a running engine and measure ACK throughput and latency.
     Mllp(bench::MllpBenchArgs),
+    /// Publish SenML readings from simulated devices to an MQTT broker (QoS 1).
+    Mqtt(bench_mqtt::MqttBenchArgs),
 }
 
 fn init_logs(json: bool, level: &str) {
@@ -153,6 +155,16 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 return Ok(ExitCode::FAILURE);
             }
             eprintln!("token {id} revoked");
+        }
+        Command::Bench {
+            target: BenchTarget::Mqtt(args),
+        } => {
+            let report = bench_mqtt::run(&args).await?;
+            if args.json {
+                out(format_args!("{}", serde_json::to_string_pretty(&report)?));
+            } else {
+                out(format_args!("{report}"));
+            }
         }
         Command::Bench {
             target: BenchTarget::Mllp(args),

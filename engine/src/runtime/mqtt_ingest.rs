@@ -132,8 +132,11 @@ pub async fn run(
         topics: topics.clone(),
         peer: format!("{}:{}", broker.host, broker.port),
     });
-    // Acknowledgements in arrival order, each once its reading is journaled.
-    let (order, mut pending) = mpsc::channel::<tokio::task::JoinHandle<Option<Publish>>>(IN_FLIGHT);
+    // Acknowledgements in arrival order, each once its reading is journaled. Unbounded, so
+    // that the event loop never waits (it must keep polling for the acknowledgements to go
+    // out); the broker bounds it, sending no more unacknowledged readings than its window.
+    let (order, mut pending) =
+        mpsc::unbounded_channel::<tokio::task::JoinHandle<Option<Publish>>>();
     let acker = {
         let client = client.clone();
         tokio::spawn(async move {
@@ -169,16 +172,13 @@ pub async fn run(
                 tracing::info!(%channel, session_present = ack.session_present, "MQTT connected");
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
-                let Ok(permit) = slots.clone().acquire_owned().await else {
-                    break;
-                };
                 let ingest = ingest.clone();
+                let slots = slots.clone();
                 let handle = tokio::spawn(async move {
-                    let kept = ingest.receive(&publish).await;
-                    drop(permit);
-                    kept.then_some(publish)
+                    let _permit = slots.acquire_owned().await.ok()?;
+                    ingest.receive(&publish).await.then_some(publish)
                 });
-                if order.send(handle).await.is_err() {
+                if order.send(handle).is_err() {
                     break;
                 }
             }
