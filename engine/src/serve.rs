@@ -102,24 +102,34 @@ pub async fn run(settings: Settings) -> Result<()> {
         )));
     }
 
-    // MQTT sources: one persistent session each.
-    let stop_mqtt = CancellationToken::new();
+    // MQTT sources (one persistent session each) and file sources (a directory each).
+    let stop_sources = CancellationToken::new();
     let devices = Arc::new(DeviceRegistry::new(store.clone()));
-    let mut mqtt_tasks = Vec::new();
+    let mut source_tasks = Vec::new();
     for channel in runtime.channels().filter(|c| c.is_running()) {
-        let SourceConfig::Mqtt { broker, .. } = &channel.channel.source else {
-            continue;
-        };
-        let Some(url) = broker.clone().or_else(|| settings.mqtt.clone()) else {
-            continue;
-        };
-        mqtt_tasks.push(tokio::spawn(crate::runtime::mqtt_ingest::run(
-            runtime.clone(),
-            devices.clone(),
-            channel.channel.id.clone(),
-            url,
-            stop_mqtt.clone(),
-        )));
+        let id = channel.channel.id.clone();
+        match &channel.channel.source {
+            SourceConfig::Mqtt { broker, .. } => {
+                let Some(url) = broker.clone().or_else(|| settings.mqtt.clone()) else {
+                    continue;
+                };
+                source_tasks.push(tokio::spawn(crate::runtime::mqtt_ingest::run(
+                    runtime.clone(),
+                    devices.clone(),
+                    id,
+                    url,
+                    stop_sources.clone(),
+                )));
+            }
+            SourceConfig::File { .. } => {
+                source_tasks.push(tokio::spawn(crate::runtime::file_ingest::run(
+                    runtime.clone(),
+                    id,
+                    stop_sources.clone(),
+                )));
+            }
+            SourceConfig::Mllp { .. } | SourceConfig::Http { .. } => {}
+        }
     }
 
     let fhir = FhirApi {
@@ -159,8 +169,8 @@ pub async fn run(settings: Settings) -> Result<()> {
             tracing::warn!(error = %e, "MLLP listener stopped with an error");
         }
     }
-    stop_mqtt.cancel();
-    for task in mqtt_tasks {
+    stop_sources.cancel();
+    for task in source_tasks {
         let _ = task.await;
     }
     retention.abort();

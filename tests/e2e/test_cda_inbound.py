@@ -175,3 +175,37 @@ def test_bad_documents_are_refused_with_the_reason_and_journaled(bundled_engine,
     r = patients_only.post(V2.read_bytes())
     assert r.status_code == 403 and "DocumentReference" in r.json()["issue"][0]["diagnostics"]
     assert bundled_engine.channel("cda-inbound")["rejected"] == 3
+
+
+def test_documents_dropped_in_a_directory_are_journaled_mapped_and_moved(make_engine, workdir):
+    drop = workdir / "drop"
+    engine = make_engine({"cda-drop.yaml": f"""
+id: cda-drop
+source:
+  type: file
+  directory: {drop}
+  content: cda
+  poll: 100ms
+transform:
+  type: mapping
+  mappings: [cda]
+destinations:
+  - id: store
+    type: fhir-store
+"""})
+    fhir = Fhir(engine, issue_token(engine, "system/*.*"))
+    engine.wait_for(lambda: (drop / "done").is_dir(), what="the drop directory prepared")
+    # Written under a temporary name, then renamed: the file arrives whole.
+    (drop / "report.xml.part").write_bytes(V2.read_bytes())
+    (drop / "report.xml.part").rename(drop / "report.xml")
+    (drop / "broken.xml").write_bytes(b"<ClinicalDocument xmlns='urn:hl7-org:v3'>")
+    engine.wait_for(lambda: (drop / "done" / "report.xml").exists(), what="report.xml taken")
+    engine.wait_for(lambda: (drop / "rejected" / "broken.xml").exists(), what="broken.xml refused")
+    reason = (drop / "rejected" / "broken.xml.reason.txt").read_text()
+    assert "not well-formed XML" in reason
+    assert sorted(p.name for p in drop.iterdir()) == ["done", "rejected"], "nothing left behind"
+    engine.wait_for(lambda: fhir.search(
+        "DocumentReference?identifier=urn:ietf:rfc:3986|urn:oid:1.2.250.1.999.1.42.2"), what="stored")
+    journaled = engine.messages(channel="cda-drop")["items"]
+    assert {(m["source"], m["peer"], m["status"]) for m in journaled} == {
+        ("file", "report.xml", "sent"), ("file", "broken.xml", "rejected")}

@@ -51,6 +51,7 @@ pub async fn receive(
     let sender = Sender {
         name: ctx.access.subject.clone(),
         peer: ctx.access.source.map(|a| a.to_string()),
+        source: "http",
     };
     let intake = http_ingest::receive(&state.runtime, &channel, body.to_vec(), sender).await;
     let (id, reply) = match intake {

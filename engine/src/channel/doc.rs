@@ -35,6 +35,10 @@ pub struct SourceDoc {
     /// `http`: how long a request waits for the store's answer before `202 Accepted`
     /// (default 30s).
     pub reply_timeout: Option<Text>,
+    /// `file`: the directory files are dropped in.
+    pub directory: Option<Text>,
+    /// `file`: how often the directory is looked at (default 2s).
+    pub poll: Option<Text>,
     /// `mqtt`: the topic filters to subscribe to (`devices/+/telemetry`).
     pub topics: Option<Vec<Text>>,
     /// `mqtt`: the broker URL (default: the server's `--mqtt`).

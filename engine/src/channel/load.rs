@@ -21,7 +21,7 @@ use super::interpolate::from_env;
 use super::transform::{
     FhirIntake, MapToFhir, PassThrough, RouteByMessageType, Transform, VitalSigns,
 };
-use super::{Channel, Content, HttpContent, RetryPolicy, SourceConfig};
+use super::{Channel, Content, DocumentKind, RetryPolicy, SourceConfig};
 use crate::diagnostic::Diagnostic;
 
 #[derive(Debug, Default)]
@@ -303,7 +303,15 @@ impl Checker<'_> {
             ("client_id", doc.client_id.as_ref()),
         ];
         if doc.kind.as_str() != "mqtt" {
-            self.refuse_keys(&format!("an {} source", doc.kind.as_str()), &mqtt_keys);
+            let article = if doc.kind.as_str() == "file" {
+                "a"
+            } else {
+                "an"
+            };
+            self.refuse_keys(
+                &format!("{article} {} source", doc.kind.as_str()),
+                &mqtt_keys,
+            );
         }
         match doc.kind.as_str() {
             "mllp" => {
@@ -312,6 +320,8 @@ impl Checker<'_> {
                     &[
                         ("content", doc.content.as_ref()),
                         ("reply_timeout", doc.reply_timeout.as_ref()),
+                        ("directory", doc.directory.as_ref()),
+                        ("poll", doc.poll.as_ref()),
                     ],
                 );
                 self.mllp_source(doc)
@@ -322,28 +332,38 @@ impl Checker<'_> {
                     &[
                         ("address", doc.address.as_ref()),
                         ("charset", doc.charset.as_ref()),
+                        ("directory", doc.directory.as_ref()),
+                        ("poll", doc.poll.as_ref()),
                     ],
                 );
-                let content = match doc.content.as_ref().map(|t| (t, t.as_str())) {
-                    Some((_, "fhir")) => HttpContent::Fhir,
-                    Some((_, "cda")) => HttpContent::Cda,
-                    Some((t, other)) => {
-                        self.error(
-                            t,
-                            format!("unknown content `{other}` (expected: fhir, cda)"),
-                        );
-                        return None;
-                    }
-                    None => {
-                        self.error(&doc.kind, "an http source needs `content` (fhir, cda)");
-                        return None;
-                    }
-                };
+                let content = self.document_kind(doc)?;
                 let reply_timeout =
                     self.duration(doc.reply_timeout.as_ref(), Duration::from_secs(30));
                 Some(SourceConfig::Http {
                     content,
                     reply_timeout,
+                })
+            }
+            "file" => {
+                self.refuse_keys(
+                    "a file source",
+                    &[
+                        ("address", doc.address.as_ref()),
+                        ("charset", doc.charset.as_ref()),
+                        ("reply_timeout", doc.reply_timeout.as_ref()),
+                    ],
+                );
+                let content = self.document_kind(doc);
+                let Some(directory) = &doc.directory else {
+                    self.error(&doc.kind, "a file source needs `directory`");
+                    return None;
+                };
+                let directory = self.value(directory).map(PathBuf::from);
+                let poll = self.duration(doc.poll.as_ref(), Duration::from_secs(2));
+                Some(SourceConfig::File {
+                    directory: directory?,
+                    content: content?,
+                    poll: poll.max(Duration::from_millis(100)),
                 })
             }
             "mqtt" => {
@@ -354,6 +374,8 @@ impl Checker<'_> {
                         ("charset", doc.charset.as_ref()),
                         ("content", doc.content.as_ref()),
                         ("reply_timeout", doc.reply_timeout.as_ref()),
+                        ("directory", doc.directory.as_ref()),
+                        ("poll", doc.poll.as_ref()),
                     ],
                 );
                 let Some(topics) = doc.topics.as_ref().filter(|t| !t.is_empty()) else {
@@ -401,7 +423,30 @@ impl Checker<'_> {
             other => {
                 self.error(
                     &doc.kind,
-                    format!("unknown source type `{other}` (expected: mllp, http, mqtt)"),
+                    format!("unknown source type `{other}` (expected: mllp, http, mqtt, file)"),
+                );
+                None
+            }
+        }
+    }
+
+    /// `content` of an http or file source.
+    fn document_kind(&mut self, doc: &SourceDoc) -> Option<DocumentKind> {
+        match doc.content.as_ref().map(|t| (t, t.as_str())) {
+            Some((_, "fhir")) => Some(DocumentKind::Fhir),
+            Some((_, "cda")) => Some(DocumentKind::Cda),
+            Some((t, other)) => {
+                self.error(
+                    t,
+                    format!("unknown content `{other}` (expected: fhir, cda)"),
+                );
+                None
+            }
+            None => {
+                let kind = doc.kind.as_str().to_string();
+                self.error(
+                    &doc.kind,
+                    format!("a {kind} source needs `content` (fhir, cda)"),
                 );
                 None
             }
@@ -1160,6 +1205,24 @@ destinations:
             profiles[0].contains("`Patiant` is not a FHIR R4 resource type"),
             "{profiles:?}"
         );
+        let file = |source: &str| {
+            errors(&format!(
+                "source:\n{source}destinations:\n  - id: store\n    type: fhir-store\n"
+            ))
+        };
+        assert!(file("  type: file\n  content: cda\n")[0].contains("needs `directory`"));
+        assert!(
+            file("  type: file\n  directory: in\n")[0].contains("a file source needs `content`")
+        );
+        assert!(
+            file("  type: file\n  directory: in\n  content: cda\n  reply_timeout: 1s\n")[0]
+                .contains("`reply_timeout` does not apply to a file source")
+        );
+        let ok = "source:\n  type: file\n  directory: in\n  content: cda\n  poll: 500ms\ntransform:\n  type: pass-through\n";
+        assert!(matches!(
+            parse(Path::new("c.yaml"), ok).unwrap().source,
+            SourceConfig::File { poll, .. } if poll == Duration::from_millis(500)
+        ));
     }
 
     #[test]

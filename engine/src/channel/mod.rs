@@ -67,18 +67,26 @@ pub enum SourceConfig {
         /// across restarts.
         client_id: String,
     },
+    /// Files dropped in a directory (FHIR or CDA), picked up, journaled, then moved to
+    /// `done/` (or `rejected/`, with the reason beside them).
+    File {
+        directory: PathBuf,
+        content: DocumentKind,
+        /// How often the directory is looked at.
+        poll: std::time::Duration,
+    },
     /// `POST /api/inbound/{channel}` on the HTTP address.
     Http {
-        content: HttpContent,
+        content: DocumentKind,
         /// How long a request waits for the store's answer before it gets `202 Accepted`
         /// (the message is journaled and will be applied).
         reply_timeout: std::time::Duration,
     },
 }
 
-/// What an HTTP source takes.
+/// What an HTTP or file source takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HttpContent {
+pub enum DocumentKind {
     Fhir,
     Cda,
 }
@@ -89,6 +97,7 @@ impl SourceConfig {
             SourceConfig::Mllp { .. } => "mllp",
             SourceConfig::Http { .. } => "http",
             SourceConfig::Mqtt { .. } => "mqtt",
+            SourceConfig::File { .. } => "file",
         }
     }
 
@@ -101,10 +110,12 @@ impl SourceConfig {
                 default_charset: *default_charset,
             }),
             SourceConfig::Mqtt { .. } => Content::Telemetry,
-            SourceConfig::Http { content, .. } => match content {
-                HttpContent::Fhir => Content::Fhir,
-                HttpContent::Cda => Content::Cda,
-            },
+            SourceConfig::Http { content, .. } | SourceConfig::File { content, .. } => {
+                match content {
+                    DocumentKind::Fhir => Content::Fhir,
+                    DocumentKind::Cda => Content::Cda,
+                }
+            }
         }
     }
 }

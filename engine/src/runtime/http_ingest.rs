@@ -1,5 +1,5 @@
-//! The HTTP entry (`POST /api/inbound/{channel}`): body in, checks, journal commit, then the
-//! answer. As with MLLP, a message is on disk before the sender hears it is accepted, and a
+//! The entry of documents (`POST /api/inbound/{channel}`, files dropped in a directory): body
+//! in, checks, journal commit, then the answer. As with MLLP, a message is on disk before the sender hears it is accepted, and a
 //! message refused is journaled with the reason.
 
 use std::sync::Arc;
@@ -15,11 +15,14 @@ use crate::channel::{Input, SourceConfig};
 use crate::journal::{NewMessage, Status, TraceStep, now_micros};
 use crate::metrics::ChannelStats;
 
-/// Who sent a message over HTTP.
+/// Who sent a message.
 pub struct Sender {
-    /// The token's subject.
+    /// The token's subject; for a file, the source's directory.
     pub name: String,
+    /// The client's address; for a file, its name.
     pub peer: Option<String>,
+    /// `http` or `file`, as the journal shows it.
+    pub source: &'static str,
 }
 
 /// What became of a message.
@@ -54,13 +57,16 @@ pub async fn receive(
     let Some(rt) = runtime.channel(channel).filter(|c| c.is_running()) else {
         return Intake::Unavailable(format!("channel {channel} is not running"));
     };
-    let SourceConfig::Http { reply_timeout, .. } = rt.channel.source else {
-        return Intake::Unavailable(format!("channel {channel} does not take HTTP"));
+    // An HTTP sender waits for the store's answer; a file is not waited for.
+    let reply_timeout = match rt.channel.source {
+        SourceConfig::Http { reply_timeout, .. } => Some(reply_timeout),
+        SourceConfig::File { .. } => None,
+        _ => return Intake::Unavailable(format!("channel {channel} takes no documents")),
     };
     let content = rt.channel.source.content();
     let record = |raw: Vec<u8>, status: Status, input: Option<&Input<'_>>| NewMessage {
         channel: channel.to_string(),
-        source: "http".into(),
+        source: sender.source.into(),
         peer: sender.peer.clone(),
         received_at: now_micros(),
         control_id: input.and_then(business_id),
@@ -131,7 +137,7 @@ pub async fn receive(
                 id: appended.id,
                 status,
                 error,
-                wait: answers.then_some(reply_timeout),
+                wait: reply_timeout.filter(|_| answers),
                 single,
             }
         }

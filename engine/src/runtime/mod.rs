@@ -4,6 +4,7 @@
 
 pub mod devices;
 mod downstream;
+pub mod file_ingest;
 pub mod http_ingest;
 pub mod ingest;
 pub mod mqtt_ingest;
