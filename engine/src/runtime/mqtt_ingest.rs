@@ -198,6 +198,20 @@ pub async fn run(
 }
 
 impl Ingest {
+    /// The device's link; a store that cannot answer is asked again a few times (it is the
+    /// engine's own: a failure is a moment's).
+    async fn link(&self, device: &str) -> Result<crate::channel::input::DeviceLink, String> {
+        let mut found = self.devices.link(device).await;
+        for _ in 0..3 {
+            if !found.as_ref().is_err_and(|e| e.starts_with("store:")) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            found = self.devices.link(device).await;
+        }
+        found
+    }
+
     /// Journals one reading (with its outcome, or refused with the reason). True when it is
     /// on disk: then, and only then, the broker may forget it.
     async fn receive(&self, publish: &Publish) -> bool {
@@ -211,7 +225,7 @@ impl Ingest {
         let link = if device.is_empty() {
             Err(format!("topic `{}` names no device", publish.topic))
         } else {
-            self.devices.link(&device).await
+            self.link(&device).await
         };
         let mut record = NewMessage {
             channel: self.channel.clone(),
@@ -231,10 +245,11 @@ impl Ingest {
         };
         let mut effects = None;
         match (parsed, link) {
-            (Ok(Input::Telemetry(mut reading)), Ok(link)) => {
-                reading.device = device;
-                reading.subject = Some(link);
-                let input = Input::Telemetry(reading);
+            (Ok(mut input), Ok(link)) => {
+                if let Input::Telemetry(reading) = &mut input {
+                    reading.device = device;
+                    reading.subject = Some(link);
+                }
                 record.message_type = input.message_type_text();
                 let step = TraceStep::new(
                     "parse",
@@ -253,11 +268,10 @@ impl Ingest {
                 ));
                 record.outcome = Some(outcome);
             }
-            (Ok(_), Ok(_)) => unreachable!("telemetry content parses into a reading"),
             (Err(e), _) | (Ok(_), Err(e)) => {
                 if e.starts_with("store:") {
                     // The registry could not answer: not the reading's fault. Not
-                    // acknowledged: the broker sends it again.
+                    // acknowledged: the broker sends it again when the session reconnects.
                     tracing::error!(channel = %self.channel, "device registry: {e}");
                     return false;
                 }

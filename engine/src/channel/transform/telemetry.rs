@@ -18,7 +18,7 @@ use serde_json::{Map, Value, json};
 
 use super::{Output, Routing, Transform};
 use crate::channel::Input;
-use crate::channel::input::Reading;
+use crate::channel::input::DeviceLink;
 
 /// The system of the identifiers given to Observations made of readings.
 pub const READING_SYSTEM: &str = "urn:passerelle:device-reading";
@@ -181,16 +181,17 @@ impl Transform for VitalSigns {
         let Input::Telemetry(reading) = input else {
             return Err("a vital-signs transform reads device readings".into());
         };
-        if reading.subject.is_none() {
+        let Some(link) = &reading.subject else {
             return Err(format!(
                 "device `{}`: its patient or location is looked up when the reading arrives; \
                  a reading processed again has none",
                 reading.device
             ));
-        }
+        };
         let entries = match &reading.payload {
-            Value::Array(pack) => self.senml_observations(reading, pack)?,
-            observation => vec![from_observation(reading, observation.clone())],
+            Value::Array(pack) => self.senml_observations(&reading.device, link, pack)?,
+            Value::Object(observation) => vec![from_observation(link, observation.clone())],
+            _ => return Err("a reading is SenML or a FHIR Observation".into()),
         };
         if entries.is_empty() {
             return Ok(Routing::Drop(
@@ -206,22 +207,26 @@ impl Transform for VitalSigns {
 }
 
 impl VitalSigns {
-    fn senml_observations(&self, reading: &Reading, pack: &[Value]) -> Result<Vec<Value>, String> {
-        let link = reading.subject.as_ref().expect("checked by apply");
+    fn senml_observations(
+        &self,
+        device: &str,
+        link: &DeviceLink,
+        pack: &[Value],
+    ) -> Result<Vec<Value>, String> {
         let now = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
         let mut entries = Vec::new();
         for r in records(pack, now)? {
             let Some(sign) = table().get(&r.name.to_lowercase()) else {
                 continue;
             };
-            if !self.keep(&reading.device, &sign.loinc, r.time) {
+            if !self.keep(device, &sign.loinc, r.time) {
                 continue;
             }
             let unit = match ucum(&r.unit) {
                 "" => sign.ucum.as_str(),
                 u => u,
             };
-            let key = format!("{}/{}/{}", reading.device, sign.loinc, rfc3339(r.time));
+            let key = format!("{device}/{}/{}", sign.loinc, rfc3339(r.time));
             let observation = json!({
                 "resourceType": "Observation",
                 "meta": { "profile": [VITAL_SIGNS] },
@@ -256,9 +261,7 @@ impl VitalSigns {
 
 /// A FHIR Observation sent by a device: its subject and device filled in when absent, a
 /// conditional create on its first identifier when it has one.
-fn from_observation(reading: &Reading, mut observation: Value) -> Value {
-    let link = reading.subject.as_ref().expect("checked by apply");
-    let obj: &mut Map<String, Value> = observation.as_object_mut().expect("an object");
+fn from_observation(link: &DeviceLink, mut obj: Map<String, Value>) -> Value {
     obj.entry("subject")
         .or_insert_with(|| reference(&link.subject));
     obj.entry("device")
@@ -270,13 +273,13 @@ fn from_observation(reading: &Reading, mut observation: Value) -> Value {
     {
         request["ifNoneExist"] = json!(format!("identifier={s}|{v}"));
     }
-    json!({ "resource": observation, "request": request })
+    json!({ "resource": obj, "request": request })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::channel::input::DeviceLink;
+    use crate::channel::input::Reading;
 
     fn reading(payload: Value) -> Input<'static> {
         Input::Telemetry(Reading {
