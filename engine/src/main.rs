@@ -158,26 +158,22 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Bench {
             target: BenchTarget::Mqtt(args),
-        } => {
-            let report = bench_mqtt::run(&args).await?;
-            if args.json {
-                out(format_args!("{}", serde_json::to_string_pretty(&report)?));
-            } else {
-                out(format_args!("{report}"));
-            }
-        }
+        } => report(&bench_mqtt::run(&args).await?, args.json)?,
         Command::Bench {
             target: BenchTarget::Mllp(args),
-        } => {
-            let report = bench::run(&args).await?;
-            if args.json {
-                out(format_args!("{}", serde_json::to_string_pretty(&report)?));
-            } else {
-                out(format_args!("{report}"));
-            }
-        }
+        } => report(&bench::run(&args).await?, args.json)?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A benchmark's report on stdout, as JSON or as text.
+fn report(r: &(impl serde::Serialize + std::fmt::Display), json: bool) -> anyhow::Result<()> {
+    if json {
+        out(format_args!("{}", serde_json::to_string_pretty(r)?));
+    } else {
+        out(format_args!("{r}"));
+    }
+    Ok(())
 }
 
 /// Prints a line on stdout. A reader that went away (`passerelle ... | head`) is not an

@@ -46,15 +46,20 @@ impl Content {
     }
 }
 
-fn parse_fhir(raw: &[u8]) -> Result<Value, String> {
-    let value: Value = serde_json::from_slice(raw).map_err(|e| {
+/// JSON, or why not with its line and column.
+fn parse_json(raw: &[u8]) -> Result<Value, String> {
+    serde_json::from_slice(raw).map_err(|e| {
         format!(
             "not JSON: {} at line {} column {}",
             e.to_string().split(" at line ").next().unwrap_or_default(),
             e.line(),
             e.column()
         )
-    })?;
+    })
+}
+
+fn parse_fhir(raw: &[u8]) -> Result<Value, String> {
+    let value = parse_json(raw)?;
     if value.get("resourceType").and_then(Value::as_str).is_none() {
         return Err("not a FHIR resource: a JSON object with a resourceType is expected".into());
     }
@@ -63,14 +68,7 @@ fn parse_fhir(raw: &[u8]) -> Result<Value, String> {
 
 /// A device reading: SenML records (a JSON array) or a FHIR Observation (an object).
 fn parse_telemetry(raw: &[u8]) -> Result<Value, String> {
-    let value: Value = serde_json::from_slice(raw).map_err(|e| {
-        format!(
-            "not JSON: {} at line {} column {}",
-            e.to_string().split(" at line ").next().unwrap_or_default(),
-            e.line(),
-            e.column()
-        )
-    })?;
+    let value = parse_json(raw)?;
     match &value {
         Value::Array(records) if records.iter().all(Value::is_object) && !records.is_empty() => {
             Ok(value)
