@@ -130,8 +130,20 @@ pub fn run(action: MappingsAction) -> Result<ExitCode> {
                 ),
             };
             let fail = |e: String| anyhow::anyhow!("{}: {e}", file.display());
-            // An XML document (a CDA) or an HL7 v2 message, by its first character.
-            let output = if bytes.trim_ascii_start().starts_with(b"<")
+            // FHIR JSON (a resource or a change notification, for an outbound mapping), an
+            // XML document (a CDA) or an HL7 v2 message, by its first character.
+            let json: Option<serde_json::Value> = bytes
+                .trim_ascii_start()
+                .starts_with(b"{")
+                .then(|| serde_json::from_slice(&bytes))
+                .transpose()
+                .map_err(|e| fail(format!("not JSON: {e}")))?;
+            let output = if let Some(value) = &json {
+                let focus = passerelle_mapping::fhir_path::FhirInput { root: value }.focus();
+                let m =
+                    pick(focus["resourceType"].as_str().unwrap_or(""), "").ok_or_else(unknown)?;
+                library.run_traced_on(m, passerelle_mapping::Doc::Fhir(value))
+            } else if bytes.trim_ascii_start().starts_with(b"<")
                 || bytes.starts_with(b"\xef\xbb\xbf<")
             {
                 let document = passerelle_mapping::xml::parse_document(&bytes).map_err(fail)?;
@@ -150,7 +162,10 @@ pub fn run(action: MappingsAction) -> Result<ExitCode> {
                 library.run_traced(m, &message)
             }
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-            print!("{}", golden::pretty(&output.bundle));
+            match &output.message {
+                Some(message) => print!("{}", golden::message_lines(message)),
+                None => print!("{}", golden::pretty(&output.bundle)),
+            }
             if !no_trace {
                 println!("\ntrace (element <- input, rule):");
                 for line in &output.trace {

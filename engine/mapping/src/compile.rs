@@ -1,7 +1,7 @@
 //! Mapping and datatype-map files (YAML) to plans. Every problem is reported with its
 //! `file:line:col`, all of them, not just the first.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -12,7 +12,7 @@ use serde_json::Value;
 use crate::conceptmap::ConceptMap;
 use crate::cond::Cond;
 use crate::convert::{Primitive, Zone};
-use crate::input::InputPath;
+use crate::input::{InputPath, Syntax};
 use crate::plan::*;
 
 /// A problem in a file, at a line and column (1-based; 0 when it concerns the whole file).
@@ -99,6 +99,8 @@ fn load_error_position(e: &marked_yaml::LoadError) -> (usize, usize) {
 /// What compiling sees: the names it may resolve against.
 pub struct Names<'a> {
     pub datatypes: &'a HashMap<String, usize>,
+    /// The datatype maps that write HL7 v2 (FHIR datatype -> HL7 v2 datatype), by index.
+    pub writes_v2: &'a HashSet<usize>,
     pub conceptmaps: &'a HashMap<String, ConceptMap>,
 }
 
@@ -112,9 +114,20 @@ pub struct Compiler<'a> {
     /// Those compiled so far, for `within:`.
     declared: Vec<String>,
     functions: Vec<std::sync::Arc<dyn crate::functions::Function>>,
-    /// The kind of paths the mapping being compiled reads: Some(true) for XML documents,
-    /// Some(false) for HL7 v2; None for datatype maps, which may serve either.
-    reads_xml: Option<bool>,
+    /// The kind of paths the mapping being compiled reads; None for datatype maps into
+    /// FHIR, which may serve HL7 v2 and XML mappings alike.
+    reads: Option<Syntax>,
+    /// Whether it writes HL7 v2 (targets are field and component numbers) rather than FHIR.
+    writes_v2: bool,
+}
+
+/// Whether a datatype map's `target` names an HL7 v2 datatype (`CX`, `XPN`, `TS`): it then
+/// reads a FHIR datatype and writes that one.
+pub fn is_v2_datatype(target: &str) -> bool {
+    (2..=3).contains(&target.len())
+        && target
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
 }
 
 /// Known names for an error message, sorted: `adt, oru`.
@@ -138,7 +151,8 @@ impl<'a> Compiler<'a> {
             resources: Vec::new(),
             declared: Vec::new(),
             functions: crate::functions::builtin(),
-            reads_xml: None,
+            reads: None,
+            writes_v2: false,
         }
     }
 
@@ -204,12 +218,12 @@ impl<'a> Compiler<'a> {
     }
 
     fn path(&mut self, s: &MarkedScalarNode) -> Option<InputPath> {
-        match InputPath::parse(s.as_str()) {
-            Ok(p) if self.reads_xml.is_some_and(|xml| xml != p.xml.is_some()) => {
-                let (kind, example) = if p.xml.is_some() {
-                    ("HL7 v2 messages", "PID-5.1")
-                } else {
-                    ("XML documents", "/ClinicalDocument/id/@root")
+        match InputPath::parse_as(s.as_str(), self.reads) {
+            Ok(p) if self.reads.is_some_and(|r| r != p.syntax()) => {
+                let (kind, example) = match self.reads {
+                    Some(Syntax::Xml) => ("XML documents", "/ClinicalDocument/id/@root"),
+                    Some(Syntax::Fhir) => ("FHIR resources", "subject.resolve().name"),
+                    _ => ("HL7 v2 messages", "PID-5.1"),
                 };
                 self.problem(
                     s.span().start(),
@@ -229,7 +243,7 @@ impl<'a> Compiler<'a> {
     }
 
     fn condition(&mut self, s: &MarkedScalarNode) -> Option<Cond> {
-        match Cond::parse(s.as_str()) {
+        match Cond::parse_as(s.as_str(), self.reads) {
             Ok(c) => Some(c),
             Err(e) => {
                 // Point into the expression when it sits on one line as written (a quoted
@@ -271,6 +285,10 @@ impl<'a> Compiler<'a> {
             .map(|s| s.as_str().to_string())
             .unwrap_or_default();
         let pos = self.pos(root.span().start());
+        if is_v2_datatype(&target) {
+            self.reads = Some(Syntax::Fhir);
+            self.writes_v2 = true;
+        }
         let body = match (root.get_node("fields"), root.get_node("value")) {
             (Some(fields), None) => DatatypeBody::Fields(self.template(fields)),
             (None, Some(value)) => DatatypeBody::Value(self.rules(value)),
@@ -295,7 +313,15 @@ impl<'a> Compiler<'a> {
         let root = &parsed.root;
         self.known_keys(
             root,
-            &["id", "description", "messages", "timezone", "resources"],
+            &[
+                "id",
+                "description",
+                "messages",
+                "timezone",
+                "output",
+                "resources",
+                "segments",
+            ],
             "a mapping",
         );
         let id = self
@@ -317,7 +343,7 @@ impl<'a> Compiler<'a> {
                                     s.span().start(),
                                     format!(
                                         "`{t}` is not a message type (ADT, ADT^A01, \
-                                         ClinicalDocument)"
+                                         ClinicalDocument, a FHIR resource type)"
                                     ),
                                 ),
                             }
@@ -335,13 +361,32 @@ impl<'a> Compiler<'a> {
             ),
         }
         let documents = triggers.iter().filter(|t| t.is_document()).count();
-        if documents > 0 && documents < triggers.len() {
+        let resources = triggers.iter().filter(|t| t.is_fhir()).count();
+        if (documents > 0 || resources > 0) && documents.max(resources) < triggers.len() {
             self.problem(
                 marker_of(root.get_node("messages").expect("read above")),
-                "a mapping reads HL7 v2 messages or CDA documents (ClinicalDocument), not both",
+                "a mapping reads one kind of input: HL7 v2 messages, CDA documents \
+                 (ClinicalDocument) or FHIR resources, not several",
             );
         }
-        self.reads_xml = Some(documents > 0);
+        self.reads = Some(if documents > 0 {
+            Syntax::Xml
+        } else if resources > 0 {
+            Syntax::Fhir
+        } else {
+            Syntax::Hl7
+        });
+        self.writes_v2 = match self.scalar(root, "output").map(|s| (s.as_str(), s)) {
+            None | Some(("fhir", _)) => false,
+            Some(("hl7v2", _)) => true,
+            Some((other, s)) => {
+                self.problem(
+                    s.span().start(),
+                    format!("`output` is `fhir` (resources) or `hl7v2` (segments), not `{other}`"),
+                );
+                false
+            }
+        };
         let zone = match self.scalar(root, "timezone") {
             None => Zone::EuropeParis,
             Some(s) => Zone::named(s.as_str()).unwrap_or_else(|| {
@@ -355,6 +400,27 @@ impl<'a> Compiler<'a> {
                 Zone::EuropeParis
             }),
         };
+        if self.writes_v2 {
+            if root.get_node("resources").is_some() {
+                self.problem(
+                    root.span().start(),
+                    "a mapping with `output: hl7v2` has `segments:`, not `resources:`",
+                );
+            }
+            let segments = self.segments(root)?;
+            return Some(Mapping {
+                id,
+                file: parsed.file.clone(),
+                description,
+                triggers,
+                zone,
+                resources: Vec::new(),
+                segments: Some(segments),
+            });
+        }
+        if root.get_node("segments").is_some() {
+            self.problem(root.span().start(), "`segments:` goes with `output: hl7v2`");
+        }
         let Some(Node::Sequence(items)) = root.get_node("resources") else {
             self.problem(root.span().start(), "a mapping needs `resources:`, a list");
             return None;
@@ -388,7 +454,73 @@ impl<'a> Compiler<'a> {
             triggers,
             zone,
             resources,
+            segments: None,
         })
+    }
+
+    /// The `segments:` of a mapping that writes HL7 v2, MSH first.
+    fn segments(&mut self, root: &MarkedMappingNode) -> Option<Vec<SegmentPlan>> {
+        let Some(Node::Sequence(items)) = root.get_node("segments") else {
+            self.problem(
+                root.span().start(),
+                "a mapping with `output: hl7v2` needs `segments:`, a list (MSH first)",
+            );
+            return None;
+        };
+        let mut out = Vec::new();
+        for item in items.iter() {
+            let Some(map) = item.as_mapping() else {
+                self.problem(
+                    marker_of(item),
+                    "a segment is a mapping (`segment:`, `fields:`)",
+                );
+                continue;
+            };
+            self.known_keys(map, &["segment", "for", "when", "fields"], "a segment");
+            let Some(id_node) = self.required(map, "segment", "a segment") else {
+                continue;
+            };
+            let id = id_node.as_str().to_string();
+            if id.len() != 3
+                || !id
+                    .bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+            {
+                self.problem(
+                    id_node.span().start(),
+                    format!("`{id}` is not a segment id (three capitals: PID, ZBE)"),
+                );
+                continue;
+            }
+            if out.is_empty() && id != "MSH" {
+                self.problem(id_node.span().start(), "the first segment is MSH");
+            }
+            let for_each = self.scalar(map, "for").and_then(|s| self.path(s));
+            let when = self.scalar(map, "when").and_then(|s| self.condition(s));
+            let template = match map.get_node("fields") {
+                Some(f) => self.template(f),
+                None => Template::default(),
+            };
+            if id == "MSH"
+                && template
+                    .assigns
+                    .iter()
+                    .any(|a| matches!(a.target[0].name.as_str(), "1" | "2"))
+            {
+                self.problem(
+                    map.span().start(),
+                    "MSH-1 and MSH-2 are the separators, written by the engine (|^~\\&)",
+                );
+            }
+            out.push(SegmentPlan {
+                id,
+                pos: self.pos(map.span().start()),
+                for_each,
+                when,
+                template,
+            });
+        }
+        Some(out)
     }
 
     fn resource(&mut self, node: &Node) -> Option<ResourcePlan> {
@@ -570,6 +702,9 @@ impl<'a> Compiler<'a> {
     }
 
     fn target(&mut self, key: &MarkedScalarNode) -> Option<Vec<Step>> {
+        if self.writes_v2 {
+            return self.v2_target(key);
+        }
         let text = key.as_str();
         let parts: Vec<&str> = text.split('.').collect();
         let mut steps = Vec::new();
@@ -593,6 +728,36 @@ impl<'a> Compiler<'a> {
             }
             steps.push(Step {
                 name: name.to_string(),
+                append,
+            });
+        }
+        Some(steps)
+    }
+
+    /// A target in an HL7 v2 segment or datatype: field, component and subcomponent numbers
+    /// (`3`, `5.1`, `4.2` in a map), `[]` on a field for its repetitions (`3[]`).
+    fn v2_target(&mut self, key: &MarkedScalarNode) -> Option<Vec<Step>> {
+        let text = key.as_str();
+        let mut steps = Vec::new();
+        let parts: Vec<&str> = text.split('.').collect();
+        for (i, part) in parts.iter().enumerate() {
+            let (n, append) = match part.strip_suffix("[]") {
+                Some(n) => (n, true),
+                None => (*part, false),
+            };
+            let number = n.parse::<usize>().ok().filter(|&n| n > 0);
+            if number.is_none() || (append && i != 0) || parts.len() > 3 {
+                self.problem(
+                    key.span().start(),
+                    format!(
+                        "`{text}` is not an HL7 v2 position: a field number, then component and \
+                         subcomponent numbers (`3`, `5.1`, `3[]` for the field's repetitions)"
+                    ),
+                );
+                return None;
+            }
+            steps.push(Step {
+                name: n.to_string(),
                 append,
             });
         }
@@ -687,12 +852,10 @@ impl<'a> Compiler<'a> {
                 };
                 let when = self.scalar(map, "when").and_then(|s| self.condition(s));
                 let filter = self.scalar(map, "where").and_then(|s| self.condition(s));
-                if matches!(source, Source::Concat(_))
-                    && (map.get_node("fn").is_some() || map.get_node("lookup").is_some())
-                {
+                if matches!(source, Source::Concat(_)) && map.get_node("lookup").is_some() {
                     self.problem(
                         map.span().start(),
-                        "`concat` takes no `fn` or `lookup` (put them on its parts)",
+                        "`concat` takes no `lookup` (put it on its parts)",
                     );
                 }
                 if filter.is_some() && !matches!(source, Source::Path(_)) {
@@ -781,6 +944,17 @@ impl<'a> Compiler<'a> {
                         if let Some(p) = Primitive::named(name) {
                             Produce::Primitive(p)
                         } else if let Some(&i) = self.names.datatypes.get(name) {
+                            if self.names.writes_v2.contains(&i) != self.writes_v2 {
+                                let (it, this) = if self.writes_v2 {
+                                    ("turns HL7 v2 into FHIR", "writes HL7 v2")
+                                } else {
+                                    ("writes HL7 v2", "writes FHIR")
+                                };
+                                self.problem(
+                                    s.span().start(),
+                                    format!("datatype map `{name}` {it}; this file {this}"),
+                                );
+                            }
                             Produce::Datatype(i)
                         } else {
                             self.problem(
@@ -858,6 +1032,14 @@ impl<'a> Compiler<'a> {
                             "this `fn` reads the parts of a value: it cannot apply to joined text",
                         );
                     }
+                }
+                if matches!(source, Source::Concat(_))
+                    && func.as_ref().is_some_and(|f| f.structured())
+                {
+                    self.problem(
+                        map.span().start(),
+                        "this `fn` reads the parts of a value: it cannot apply to concatenated text",
+                    );
                 }
                 let plus_minutes = self.scalar(map, "plus_minutes").and_then(|s| self.path(s));
                 if plus_minutes.is_some()

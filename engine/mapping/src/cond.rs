@@ -10,7 +10,7 @@
 //!
 //! `not` binds tighter than `and`, which binds tighter than `or`.
 
-use crate::input::{InputPath, Scope};
+use crate::input::{InputPath, Scope, Syntax};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Cond {
@@ -32,11 +32,18 @@ pub struct CondError {
 
 impl Cond {
     pub fn parse(text: &str) -> Result<Cond, CondError> {
+        Self::parse_as(text, None)
+    }
+
+    /// With the syntax of the paths when the mapping's input kind is known (FHIR paths look
+    /// like XML ones).
+    pub fn parse_as(text: &str, syntax: Option<Syntax>) -> Result<Cond, CondError> {
         let tokens = lex(text)?;
         let mut p = Parser {
             tokens,
             pos: 0,
             end: text.len(),
+            syntax,
         };
         let c = p.or()?;
         match p.tokens.get(p.pos) {
@@ -157,9 +164,9 @@ fn lex(text: &str) -> Result<Vec<(usize, Token)>, CondError> {
                         (None, '\'' | '"') if depth > 0 => quote = Some(ch),
                         (None, '[') => depth += 1,
                         (None, ']') => depth = depth.saturating_sub(1),
-                        // `text()` in an XML path is no group.
-                        (None, '(') if word.ends_with("text") => {}
-                        (None, ')') if word.ends_with("text(") => {}
+                        // `text()` in an XML path, `resolve()` in a FHIR one, are no group.
+                        (None, '(') if word.ends_with("text") || word.ends_with("resolve") => {}
+                        (None, ')') if word.ends_with("text(") || word.ends_with("resolve(") => {}
                         (None, ch)
                             if depth == 0
                                 && (ch.is_whitespace()
@@ -183,6 +190,7 @@ struct Parser {
     tokens: Vec<(usize, Token)>,
     pos: usize,
     end: usize,
+    syntax: Option<Syntax>,
 }
 
 impl Parser {
@@ -264,7 +272,7 @@ impl Parser {
             }
             Some(Token::Word(w)) => {
                 let at = self.at();
-                let path = InputPath::parse(&w).map_err(|message| CondError {
+                let path = InputPath::parse_as(&w, self.syntax).map_err(|message| CondError {
                     offset: at,
                     message,
                 })?;

@@ -39,7 +39,10 @@ impl std::fmt::Display for RunError {
 
 #[derive(Debug, Clone)]
 pub struct Output {
+    /// The transaction Bundle of a mapping that writes FHIR (null for one writing HL7 v2).
     pub bundle: Value,
+    /// The message of a mapping that writes HL7 v2 (`output: hl7v2`), segments ended by CR.
+    pub message: Option<String>,
     pub trace: Vec<TraceLine>,
     /// The fields (`PID-5`) whose values went into the output (traced runs only): what the
     /// coverage report compares with the fields the message has.
@@ -125,7 +128,72 @@ fn identity<'a>(doc: Doc<'a>) -> Vec<&'a str> {
                 .map(|a| id.and_then(|i| i.attribute(a)).unwrap_or(""))
                 .collect()
         }
+        Doc::Fhir(root) => {
+            let focus = crate::fhir_path::FhirInput { root }.focus();
+            [
+                &focus["resourceType"],
+                &focus["id"],
+                &focus["meta"]["versionId"],
+            ]
+            .into_iter()
+            .map(|v| v.as_str().unwrap_or(""))
+            .collect()
+        }
     }
+}
+
+/// An outbound mapping's message: each segment (one per value of its `for`), in order.
+fn run_segments(
+    env: &Env<'_>,
+    mapping: &Mapping,
+    segments: &[SegmentPlan],
+    doc: Doc<'_>,
+    tracing: bool,
+) -> Result<Output, RunError> {
+    let root = Scope::of(doc);
+    let mut run = Run {
+        env,
+        resources: &mapping.resources,
+        zone: mapping.zone,
+        instances: Vec::new(),
+        current: (0, 0, None),
+        tracing,
+        trace: Vec::new(),
+        covered: Default::default(),
+        depth: 0,
+    };
+    let mut message = String::with_capacity(1024);
+    for plan in segments {
+        let scopes: Vec<Scope<'_>> = match &plan.for_each {
+            None => vec![root],
+            Some(path) => root
+                .select(path)
+                .into_iter()
+                .filter(|n| !n.is_empty())
+                .map(|n| root.enter(n))
+                .collect(),
+        };
+        for (i, scope) in scopes
+            .into_iter()
+            .filter(|s| plan.when.as_ref().is_none_or(|c| c.holds(s)))
+            .enumerate()
+        {
+            let element = if tracing {
+                format!("{}[{i}]", plan.id)
+            } else {
+                String::new()
+            };
+            let mut fields = Map::new();
+            run.template(&plan.template, &scope, &mut fields, &element)?;
+            crate::v2_writer::segment(&plan.id, &fields, &mut message);
+        }
+    }
+    Ok(Output {
+        bundle: Value::Null,
+        message: Some(message),
+        trace: run.trace,
+        covered: run.covered,
+    })
 }
 
 pub(crate) fn run(
@@ -134,6 +202,9 @@ pub(crate) fn run(
     doc: Doc<'_>,
     tracing: bool,
 ) -> Result<Output, RunError> {
+    if let Some(segments) = &mapping.segments {
+        return run_segments(env, mapping, segments, doc, tracing);
+    }
     let root = Scope::of(doc);
     let identity = identity(doc);
     // Which instances exist, first: a reference may point to a resource declared later.
@@ -234,6 +305,7 @@ pub(crate) fn run(
             b.insert("entry".into(), Value::Array(entries));
             Value::Object(b)
         },
+        message: None,
         trace: run.trace,
         covered: run.covered,
     })
@@ -422,6 +494,12 @@ impl<'a> Run<'_, 'a> {
                                 other => text.push_str(&other.to_string()),
                             }
                         }
+                    }
+                    // `fn` applies to the whole text (a digest of several parts).
+                    if let Some(f) = &rule.func
+                        && !text.is_empty()
+                    {
+                        text = f.apply_text(&text);
                     }
                     if !text.is_empty() {
                         let p = match rule.produce {

@@ -181,8 +181,135 @@ impl Function for AfterScheme {
 }
 
 /// The functions rules can call.
+/// A FHIR date, dateTime or instant as an HL7 v2 DTM, at the precision it has:
+/// `2024-01-15T10:30:00+01:00` -> `20240115103000+0100`, `2024-01` -> `202401`, `Z` ->
+/// `+0000`. Text that is not a FHIR date produces nothing (the writer never sends a
+/// malformed TS).
+#[derive(Debug)]
+struct V2DateTime;
+impl Function for V2DateTime {
+    fn name(&self) -> &'static str {
+        "v2_datetime"
+    }
+    fn apply_text(&self, text: &str) -> String {
+        v2_datetime(text).unwrap_or_default()
+    }
+}
+
+/// The date part only (`YYYYMMDD`), for DT fields.
+#[derive(Debug)]
+struct V2Date;
+impl Function for V2Date {
+    fn name(&self) -> &'static str {
+        "v2_date"
+    }
+    fn apply_text(&self, text: &str) -> String {
+        let t = text.split('T').next().unwrap_or_default();
+        v2_datetime(t).unwrap_or_default()
+    }
+}
+
+/// The HD universal id type (HL7 table 0301) of an identifier system: `ISO` for an OID
+/// (`urn:oid:`), `UUID` for `urn:uuid:`, `URI` otherwise.
+#[derive(Debug)]
+struct HdType;
+impl Function for HdType {
+    fn name(&self) -> &'static str {
+        "hd_type"
+    }
+    fn apply_text(&self, text: &str) -> String {
+        if text.starts_with("urn:oid:") {
+            "ISO"
+        } else if text.starts_with("urn:uuid:") {
+            "UUID"
+        } else {
+            "URI"
+        }
+        .to_string()
+    }
+}
+
+/// A message control id (MSH-10, 20 characters at most in HL7 v2.5) made of any text: the
+/// first 20 hex digits of its SHA-256. The same resource version always gives the same id,
+/// so a receiver recognises a message sent again.
+#[derive(Debug)]
+struct ControlId;
+impl Function for ControlId {
+    fn name(&self) -> &'static str {
+        "control_id"
+    }
+    fn apply_text(&self, text: &str) -> String {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::digest(text.as_bytes());
+        digest[..10].iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+fn v2_datetime(text: &str) -> Option<String> {
+    let (date, time) = match text.split_once('T') {
+        Some((d, t)) => (d, Some(t)),
+        None => (text, None),
+    };
+    let mut out = String::with_capacity(24);
+    let parts: Vec<&str> = date.split('-').collect();
+    let widths = [4, 2, 2];
+    if parts.len() > 3 {
+        return None;
+    }
+    for (p, w) in parts.iter().zip(widths) {
+        if p.len() != w || !p.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        out.push_str(p);
+    }
+    let Some(time) = time else {
+        return Some(out);
+    };
+    if parts.len() != 3 {
+        return None;
+    }
+    let (clock, zone) = match time.find(['+', '-', 'Z']) {
+        Some(i) => (&time[..i], &time[i..]),
+        None => (time, ""),
+    };
+    let (hms, fraction) = match clock.split_once('.') {
+        Some((h, f)) => (h, Some(f)),
+        None => (clock, None),
+    };
+    for p in hms.split(':') {
+        if p.len() != 2 || !p.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        out.push_str(p);
+    }
+    if let Some(f) = fraction {
+        if f.is_empty() || !f.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        out.push('.');
+        out.push_str(&f[..f.len().min(4)]);
+    }
+    match zone {
+        "" => {}
+        "Z" => out.push_str("+0000"),
+        z => {
+            let digits: String = z[1..].chars().filter(|c| *c != ':').collect();
+            if digits.len() != 4 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            out.push_str(&z[..1]);
+            out.push_str(&digits);
+        }
+    }
+    Some(out)
+}
+
 pub fn builtin() -> Vec<Arc<dyn Function>> {
     vec![
+        Arc::new(V2DateTime),
+        Arc::new(V2Date),
+        Arc::new(HdType),
+        Arc::new(ControlId),
         Arc::new(OidUri),
         Arc::new(UriScheme),
         Arc::new(AfterScheme),
@@ -199,6 +326,38 @@ pub fn builtin() -> Vec<Arc<dyn Function>> {
 mod tests {
     use super::*;
     use passerelle_hl7v2::Message;
+
+    #[test]
+    fn fhir_dates_as_hl7_v2() {
+        let f = V2DateTime;
+        assert_eq!(
+            f.apply_text("2024-01-15T10:30:00+01:00"),
+            "20240115103000+0100"
+        );
+        assert_eq!(
+            f.apply_text("2024-01-15T10:30:00.123Z"),
+            "20240115103000.123+0000"
+        );
+        assert_eq!(f.apply_text("2024-01-15"), "20240115");
+        assert_eq!(f.apply_text("2024-01"), "202401");
+        assert_eq!(f.apply_text("1980"), "1980");
+        for bad in [
+            "",
+            "15/01/2024",
+            "2024-1-5",
+            "2024-01T10:00",
+            "2024-01-15T10:30:00+1",
+        ] {
+            assert_eq!(f.apply_text(bad), "", "{bad}");
+        }
+        assert_eq!(V2Date.apply_text("2024-01-15T10:30:00+01:00"), "20240115");
+        assert_eq!(HdType.apply_text("urn:oid:1.2.250.1.71.4.2.1"), "ISO");
+        assert_eq!(HdType.apply_text("https://chbm.fr/ipp"), "URI");
+        let id = ControlId.apply_text("0190-abc/2");
+        assert_eq!(id.len(), 20);
+        assert_eq!(id, ControlId.apply_text("0190-abc/2"));
+        assert_ne!(id, ControlId.apply_text("0190-abc/3"));
+    }
 
     #[test]
     fn uris_of_cda_values() {

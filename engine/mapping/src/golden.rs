@@ -1,5 +1,8 @@
 //! Golden tests: beside each mapping `name.yaml`, a folder `name.tests/` holds input
-//! messages (`*.hl7`) and the Bundles they must produce (`*.json`, same name). With
+//! messages (`*.hl7`) and the Bundles they must produce (`*.json`, same name); for an
+//! outbound mapping (`output: hl7v2`) the other way round: FHIR inputs (`*.json`, a resource
+//! or a change notification) and the messages they must produce (`*.hl7`, one segment a
+//! line). With
 //! `update`, expected files are (re)written from the current output, to be reviewed and
 //! committed; without it a missing expected file is an error.
 
@@ -62,9 +65,18 @@ pub fn run_all(library: &Library, filter: Option<&Path>, update: bool) -> Vec<Ca
         let Ok(entries) = std::fs::read_dir(&dir) else {
             continue;
         };
+        let inputs_are: &[&str] = if mapping.segments.is_some() {
+            &["json"]
+        } else {
+            &["hl7", "xml"]
+        };
         let mut inputs: Vec<PathBuf> = entries
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("hl7" | "xml")))
+            .filter(|p| {
+                p.extension()
+                    .and_then(|e| e.to_str())
+                    .is_some_and(|e| inputs_are.contains(&e))
+            })
             .collect();
         inputs.sort();
         if !whole {
@@ -102,7 +114,13 @@ pub fn output_text(
             mapping.id
         ))
     };
-    let output = if input.extension().and_then(|e| e.to_str()) == Some("xml") {
+    let output = if mapping.segments.is_some() {
+        let value: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| format!("{}: not JSON: {e}", input.display()))?;
+        let focus = crate::fhir_path::FhirInput { root: &value }.focus();
+        takes(focus["resourceType"].as_str().unwrap_or(""), "")?;
+        library.run_fhir(mapping, &value)
+    } else if input.extension().and_then(|e| e.to_str()) == Some("xml") {
         let document =
             crate::xml::parse_document(&bytes).map_err(|e| format!("{}: {e}", input.display()))?;
         let (kind, code) = crate::xml::document_type(&document);
@@ -117,7 +135,16 @@ pub fn output_text(
         )?;
         library.run(mapping, &message)
     };
-    Ok(pretty(&output.map_err(|e| e.to_string())?.bundle))
+    let output = output.map_err(|e| e.to_string())?;
+    Ok(match &output.message {
+        Some(message) => message_lines(message),
+        None => pretty(&output.bundle),
+    })
+}
+
+/// An HL7 v2 message one segment a line, as golden files keep it (and a diff shows it).
+pub fn message_lines(message: &str) -> String {
+    message.replace(crate::v2_writer::SEGMENT_END, "\n")
 }
 
 pub fn pretty(v: &Value) -> String {
@@ -131,7 +158,11 @@ fn run_case(library: &Library, mapping: &crate::Mapping, input: &Path, update: b
         Ok(t) => t,
         Err(e) => return Outcome::Error(e),
     };
-    let expected_file = input.with_extension("json");
+    let expected_file = input.with_extension(if mapping.segments.is_some() {
+        "hl7"
+    } else {
+        "json"
+    });
     if update {
         return match std::fs::write(&expected_file, &produced) {
             Ok(()) => Outcome::Written,

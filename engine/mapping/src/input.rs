@@ -13,12 +13,24 @@
 //!
 //! The input may also be an XML document (a CDA): its paths are the XPath subset of
 //! [`crate::xml`], told apart by their look (`/ClinicalDocument/...`, `id/@root`, `@code`).
+//! Or a FHIR resource (outbound mappings): its paths are the FHIRPath subset of
+//! [`crate::fhir_path`], which look like XML ones, so the mapping says which it reads
+//! ([`Syntax`]).
 
 use std::borrow::Cow;
 
 use passerelle_hl7v2::{Component, Field, Message, Repetition, Segment, Subcomponent};
 
+use crate::fhir_path::{FhirInput, FhirPath};
 use crate::xml::{XmlNode, XmlPath};
+
+/// Which kind of input a path is written for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Syntax {
+    Hl7,
+    Xml,
+    Fhir,
+}
 
 /// Which repetitions (or segment occurrences) a step selects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +45,8 @@ pub struct InputPath {
     pub text: String,
     /// Set for a path into an XML document; the HL7 v2 parts below are then empty.
     pub xml: Option<XmlPath>,
+    /// Set for a path into FHIR JSON; the HL7 v2 parts below are then empty.
+    pub fhir: Option<Box<FhirPath>>,
     /// None for a relative path.
     pub segment: Option<(String, Pick)>,
     /// Field number and repetitions (absolute paths only).
@@ -50,12 +64,43 @@ impl InputPath {
         matches!(self.segment, Some((_, Pick::All))) || matches!(self.field, Some((_, Pick::All)))
     }
 
+    /// The syntax of a path, when the input kind is known: FHIR paths cannot be told from
+    /// XML ones by their look.
+    pub fn parse_as(text: &str, syntax: Option<Syntax>) -> Result<InputPath, String> {
+        if syntax != Some(Syntax::Fhir) {
+            return Self::parse(text);
+        }
+        let t = text.trim();
+        Ok(InputPath {
+            text: t.to_string(),
+            xml: None,
+            fhir: Some(Box::new(FhirPath::parse(t)?)),
+            segment: None,
+            field: None,
+            down: Vec::new(),
+            in_group: false,
+        })
+    }
+
+    /// Which kind of input the path reads.
+    pub fn syntax(&self) -> Syntax {
+        if self.xml.is_some() {
+            Syntax::Xml
+        } else if self.fhir.is_some() {
+            Syntax::Fhir
+        } else {
+            Syntax::Hl7
+        }
+    }
+
+    /// An HL7 v2 or XML path, told apart by its look.
     pub fn parse(text: &str) -> Result<InputPath, String> {
         let t = text.trim();
         if XmlPath::looks_like(t) {
             return Ok(InputPath {
                 text: t.to_string(),
                 xml: Some(XmlPath::parse(t)?),
+                fhir: None,
                 segment: None,
                 field: None,
                 down: Vec::new(),
@@ -97,6 +142,7 @@ impl InputPath {
         let mut path = InputPath {
             text: t.to_string(),
             xml: None,
+            fhir: None,
             segment: None,
             field: None,
             down: Vec::new(),
@@ -158,6 +204,8 @@ pub enum Node<'m> {
     Subcomponent(Subcomponent<'m>),
     /// An element or attribute of an XML document.
     Xml(XmlNode<'m>),
+    /// A value of a FHIR resource.
+    Json(&'m serde_json::Value),
 }
 
 impl<'m> Node<'m> {
@@ -170,7 +218,7 @@ impl<'m> Node<'m> {
             Node::Repetition(r) => r.component(n).map(Node::Component),
             Node::Component(c) => c.subcomponent(n).map(Node::Subcomponent),
             Node::Subcomponent(s) => (n == 1).then_some(Node::Subcomponent(*s)),
-            Node::Xml(_) => None,
+            Node::Xml(_) | Node::Json(_) => None,
         }
     }
 
@@ -193,6 +241,7 @@ impl<'m> Node<'m> {
             },
             Node::Subcomponent(s) => s.value(),
             Node::Xml(x) => x.text(),
+            Node::Json(v) => crate::fhir_path::text(v),
         }
     }
 
@@ -206,6 +255,7 @@ impl<'m> Node<'m> {
             Node::Component(c) => c.raw(),
             Node::Subcomponent(s) => s.raw(),
             Node::Xml(x) => x.raw(),
+            Node::Json(v) => v.as_str().unwrap_or_default(),
         }
     }
 
@@ -213,6 +263,7 @@ impl<'m> Node<'m> {
         match self {
             Node::Segment(_) => false,
             Node::Xml(x) => x.is_empty(),
+            Node::Json(v) => crate::fhir_path::is_empty(v),
             _ => self.raw().is_empty(),
         }
     }
@@ -223,6 +274,8 @@ impl<'m> Node<'m> {
 pub enum Doc<'a> {
     Hl7(&'a Message<'a>),
     Xml(&'a roxmltree::Document<'a>),
+    /// A FHIR resource, or a change notification ([`crate::fhir_path`]).
+    Fhir(&'a serde_json::Value),
 }
 
 /// Where a rule is evaluated: the message, the segment group of the enclosing loop, and the
@@ -243,7 +296,7 @@ impl<'a> Scope<'a> {
     pub fn of(doc: Doc<'a>) -> Self {
         let all = match doc {
             Doc::Hl7(m) => (0, m.segment_count()),
-            Doc::Xml(_) => (0, 0),
+            Doc::Xml(_) | Doc::Fhir(_) => (0, 0),
         };
         Scope {
             doc,
@@ -286,7 +339,7 @@ impl<'a> Scope<'a> {
         self.walk(path, |_, n| {
             found = found
                 || match n {
-                    Node::Xml(XmlNode::Element(_)) => !n.is_empty(),
+                    Node::Xml(XmlNode::Element(_)) | Node::Json(_) => !n.is_empty(),
                     _ => !n.text().is_empty(),
                 };
         });
@@ -313,6 +366,15 @@ impl<'a> Scope<'a> {
                 _ => None,
             };
             xml.walk(document, from, &mut |n| each(None, Node::Xml(n)));
+            return;
+        }
+        if let Some(fhir) = &path.fhir {
+            let Doc::Fhir(root) = self.doc else { return };
+            let here = match self.node {
+                Some(Node::Json(v)) => Some(v),
+                _ => None,
+            };
+            fhir.walk(FhirInput { root }, here, &mut |v| each(None, Node::Json(v)));
             return;
         }
         let mut from = |start: Node<'a>, segment: Option<Segment<'a>>| match path.field {

@@ -18,12 +18,14 @@ pub mod cond;
 pub mod convert;
 pub mod coverage;
 mod exec;
+pub mod fhir_path;
 pub mod functions;
 pub mod golden;
 pub mod input;
 pub mod live;
 pub mod not_mapped;
 pub mod plan;
+pub mod v2_writer;
 pub mod xml;
 
 use std::collections::HashMap;
@@ -99,9 +101,17 @@ impl Library {
         }
         // Datatype names first: maps use one another and mappings use them by name.
         let mut index: HashMap<String, usize> = HashMap::new();
+        // Maps whose target is an HL7 v2 datatype write HL7 v2: only outbound mappings use them.
+        let mut writes_v2 = std::collections::HashSet::new();
         for p in parsed.iter().filter(|p| p.is_datatype()) {
             if let Some(name) = p.root.get_scalar("datatype") {
                 let n = index.len();
+                if p.root
+                    .get_scalar("target")
+                    .is_some_and(|t| compile::is_v2_datatype(t.as_str()))
+                {
+                    writes_v2.insert(n);
+                }
                 if index.insert(name.as_str().to_string(), n).is_some() {
                     let m = name.span().start();
                     problems.push(Problem {
@@ -120,6 +130,7 @@ impl Library {
                 p,
                 Names {
                     datatypes: &index,
+                    writes_v2: &writes_v2,
                     conceptmaps: &conceptmaps,
                 },
             );
@@ -236,6 +247,16 @@ impl Library {
         document: &roxmltree::Document<'_>,
     ) -> Result<Output, RunError> {
         self.execute(mapping, Doc::Xml(document), false)
+    }
+
+    /// What a mapping makes of a FHIR resource, or of a change notification (the changed
+    /// resource with those it references: [`fhir_path`]).
+    pub fn run_fhir(
+        &self,
+        mapping: &Mapping,
+        resource: &serde_json::Value,
+    ) -> Result<Output, RunError> {
+        self.execute(mapping, Doc::Fhir(resource), false)
     }
 
     /// The Bundle and the trace of which rule produced which element.

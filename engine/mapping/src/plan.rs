@@ -170,6 +170,14 @@ pub struct ResourcePlan {
 /// The type of CDA documents, for `messages:`.
 pub const DOCUMENT: &str = "ClinicalDocument";
 
+/// `MedicationRequest`: a capital, then letters with at least one in lower case (HL7 v2
+/// message types are three capitals).
+fn is_resource_type(kind: &str) -> bool {
+    kind.starts_with(|c: char| c.is_ascii_uppercase())
+        && kind.chars().all(|c| c.is_ascii_alphanumeric())
+        && kind.chars().any(|c| c.is_ascii_lowercase())
+}
+
 /// Which messages a mapping applies to: `ADT^A01`, or `ADT` for every event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Trigger {
@@ -186,7 +194,7 @@ impl Trigger {
             None => (text, None),
         };
         let hl7 = kind.len() == 3 && kind.bytes().all(|b| b.is_ascii_uppercase());
-        (hl7 || kind == DOCUMENT).then(|| Trigger {
+        (hl7 || kind == DOCUMENT || is_resource_type(kind)).then(|| Trigger {
             message_type: kind.to_string(),
             event,
         })
@@ -195,6 +203,12 @@ impl Trigger {
     /// Whether it takes XML documents rather than HL7 v2 messages.
     pub fn is_document(&self) -> bool {
         self.message_type == DOCUMENT
+    }
+
+    /// Whether it takes FHIR resources (`MedicationRequest`; with the change as event for a
+    /// store subscription: `MedicationRequest^create`).
+    pub fn is_fhir(&self) -> bool {
+        is_resource_type(&self.message_type) && !self.is_document()
     }
 
     pub fn matches(&self, message_type: &str, event: &str) -> bool {
@@ -210,4 +224,19 @@ pub struct Mapping {
     pub triggers: Vec<Trigger>,
     pub zone: Zone,
     pub resources: Vec<ResourcePlan>,
+    /// Set for a mapping that writes an HL7 v2 message (`segments:`) rather than FHIR
+    /// resources; `resources` is then empty.
+    pub segments: Option<Vec<SegmentPlan>>,
+}
+
+/// One segment (or one per value of `for`) of the HL7 v2 message an outbound mapping writes.
+/// Its template's targets are field numbers (`3`, `5.1`, `3[]` for repetitions), filled like
+/// a FHIR element, then written out by [`crate::v2_writer`].
+#[derive(Debug, Clone)]
+pub struct SegmentPlan {
+    pub id: String,
+    pub pos: Pos,
+    pub for_each: Option<InputPath>,
+    pub when: Option<Cond>,
+    pub template: Template,
 }

@@ -305,3 +305,141 @@ resources:
         serde_json::json!({"resourceType": "Patient", "birthDate": "1980-01-01"})
     );
 }
+
+/// An outbound mapping (FHIR in, HL7 v2 out) with a datatype map of its own.
+const OUTBOUND: &str = "messages: [MedicationRequest]
+output: hl7v2
+segments:
+  - segment: MSH
+    fields:
+      3.1: { value: PASSERELLE }
+      9.1: { value: RDE }
+      10: { concat: [id, { value: '/' }, meta.versionId] }
+  - segment: PID
+    fields:
+      3[]: { from: subject.resolve().identifier, as: Identifier-CX }
+      8: { from: subject.resolve().gender, lookup: sex, unmapped: U }
+  - segment: ORC
+    fields:
+      1:
+        - { value: NW, when: \"meta.versionId = '1'\" }
+        - { value: XO }
+  - segment: RXR
+    for: dosageInstruction
+    when: .route
+    fields:
+      1.1: .route.coding.code
+      1.2: .route.text
+";
+
+const IDENTIFIER_CX: &str = "datatype: Identifier-CX
+target: CX
+fields:
+  1: .value
+  4.2: .system
+";
+
+fn load_outbound(mapping: &str) -> (tempfile::TempDir, Library, Vec<String>) {
+    let (dir, _, _) = load_one("out", mapping, &[("sex", "source,target\nfemale,F\n")]);
+    std::fs::write(
+        dir.path().join("mappings/Identifier-CX.yaml"),
+        IDENTIFIER_CX,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("mappings/Inbound-CX.yaml"),
+        "datatype: Inbound-CX\ntarget: Identifier\nfields:\n  value: .1\n",
+    )
+    .unwrap();
+    let (library, problems) = Library::load(
+        &dir.path().join("mappings"),
+        &dir.path().join("conceptmaps"),
+    );
+    let problems = problems
+        .iter()
+        .map(|p| format!("{}:{}: {}", p.line, p.column, p.message))
+        .collect();
+    (dir, library, problems)
+}
+
+#[test]
+fn an_outbound_mapping_writes_an_hl7_v2_message_from_a_change() {
+    let (_dir, library, problems) = load_outbound(OUTBOUND);
+    assert!(problems.is_empty(), "{problems:#?}");
+    let change = serde_json::json!({
+        "resourceType": "Bundle", "type": "collection",
+        "entry": [
+            {"resource": {"resourceType": "MedicationRequest", "id": "m1",
+                "meta": {"versionId": "2"},
+                "subject": {"reference": "Patient/p1"},
+                "dosageInstruction": [
+                    {"route": {"coding": [{"code": "PO"}], "text": "per os | oral"}},
+                    {"text": "no route: no RXR"},
+                    {"route": {"coding": [{"code": "IV"}]}}]}},
+            {"resource": {"resourceType": "Patient", "id": "p1", "gender": "female",
+                "identifier": [{"system": "urn:oid:1.2", "value": "1^2"}, {"value": "9"}]}}
+        ]
+    });
+    let mapping = library.mapping("out").unwrap();
+    let out = library.run_fhir(mapping, &change).unwrap();
+    assert!(out.bundle.is_null());
+    assert_eq!(
+        out.message.unwrap(),
+        "MSH|^~\\&|PASSERELLE||||||RDE|m1/2\r\
+         PID|||1\\S\\2^^^&urn:oid:1.2~9|||||F\r\
+         ORC|XO\r\
+         RXR|PO^per os \\F\\ oral\r\
+         RXR|IV\r"
+    );
+    // The first version is a new order; a resource on its own resolves nothing (and an
+    // absent gender is no unknown code: `unmapped` does not apply).
+    let alone = serde_json::json!({"resourceType": "MedicationRequest", "id": "m2",
+        "meta": {"versionId": "1"}, "subject": {"reference": "Patient/p1"}});
+    assert_eq!(
+        library.run_fhir(mapping, &alone).unwrap().message.unwrap(),
+        "MSH|^~\\&|PASSERELLE||||||RDE|m2/1\rPID\rORC|NW\r"
+    );
+}
+
+#[test]
+fn outbound_mistakes_are_reported_at_their_line_and_column() {
+    let broken = OUTBOUND
+        .replace("3.1: { value", "2: { value")
+        .replace("1.1: .route", "1.x: .route")
+        .replace("as: Identifier-CX", "as: CX")
+        .replace("when: .route", "when: RXR-1");
+    let (_dir, _, problems) = load_outbound(&broken);
+    let text = problems.join("\n");
+    for expected in [
+        "4:12: MSH-1 and MSH-2 are the separators",
+        "22:7: `1.x` is not an HL7 v2 position",
+        "unknown type `CX`",
+        "20:11: in the condition: `RXR-1` in `RXR-1` is not an element name",
+    ] {
+        assert!(text.contains(expected), "{expected} not in:\n{text}");
+    }
+    let (_dir, _, problems) =
+        load_outbound(&OUTBOUND.replace("segments:", "resources: []\nsegments:"));
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("has `segments:`, not `resources:`")),
+        "{problems:?}"
+    );
+    let (_dir, _, problems) =
+        load_outbound(&OUTBOUND.replace("  - segment: MSH\n", "  - segment: EVN\n"));
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("the first segment is MSH")),
+        "{problems:?}"
+    );
+    // An inbound map (HL7 v2 to FHIR) in a mapping that writes HL7 v2 is refused by name.
+    let (_dir, _, problems) =
+        load_outbound(&OUTBOUND.replace("as: Identifier-CX", "as: Inbound-CX"));
+    assert!(
+        problems.iter().any(|p| p
+            .contains("datatype map `Inbound-CX` turns HL7 v2 into FHIR; this file writes HL7 v2")),
+        "{problems:?}"
+    );
+}

@@ -1,4 +1,5 @@
-//! The mapping language as a transform: HL7 v2 or a CDA in, a FHIR transaction Bundle out.
+//! The mapping language as a transform: HL7 v2 or a CDA in, a FHIR transaction Bundle out;
+//! or FHIR in (a store change), an HL7 v2 message out (outbound mappings, `output: hl7v2`).
 
 use std::sync::Arc;
 
@@ -37,11 +38,24 @@ impl Transform for MapToFhir {
         let output = match input {
             Input::Hl7(message) => library.run(mapping, message),
             Input::Cda(document) => library.run_document(mapping, document),
-            Input::Fhir(_) | Input::Telemetry(_) => {
-                return Err("the mapping library reads HL7 v2 and CDA".into());
+            Input::Fhir(resource) => library.run_fhir(mapping, resource),
+            Input::Telemetry(_) => {
+                return Err("the mapping library reads HL7 v2, CDA and FHIR".into());
             }
         }
         .map_err(|e| format!("mapping `{}`: {e}", mapping.id))?;
+        // An outbound mapping writes an HL7 v2 message: its bytes go as they are.
+        if let Some(message) = output.message {
+            return Ok(Routing::Deliver(
+                self.destinations
+                    .iter()
+                    .map(|d| Output {
+                        destination: d.clone(),
+                        payload: Some(message.clone().into_bytes()),
+                    })
+                    .collect(),
+            ));
+        }
         Ok(Routing::Deliver(Output::to_each(
             &self.destinations,
             &output.bundle,
