@@ -128,7 +128,8 @@ pub async fn run(settings: Settings) -> Result<()> {
                     stop_sources.clone(),
                 )));
             }
-            SourceConfig::Mllp { .. } | SourceConfig::Http { .. } => {}
+            // Store sources run on the downstream runtime, started by `Runtime::start`.
+            SourceConfig::Mllp { .. } | SourceConfig::Http { .. } | SourceConfig::Store { .. } => {}
         }
     }
 

@@ -281,6 +281,34 @@ def make_engine(workdir):
         e.stop()
 
 
+def bundled_counts() -> tuple[int, int]:
+    """The channels and mappings shipped in the repository, as `passerelle check` counts them:
+    every channel file, and every mapping outside the datatype maps and golden-test folders."""
+    channels = len(list((ROOT / "channels").glob("*.yaml")))
+    mappings = [
+        p for p in (ROOT / "mappings").rglob("*.yaml")
+        if "datatypes" not in p.parts and not any(part.endswith(".tests") for part in p.parts)
+    ]
+    return channels, len(mappings)
+
+
+def check_ok(channels: int) -> str:
+    """The last line of a clean `passerelle check` over `channels` channel files."""
+    return f"ok: {channels} channel(s), {bundled_counts()[1]} mapping(s)"
+
+
+# Bundled channels whose peer is named by an environment variable a fresh machine does not set:
+# `check` notes them and `serve` keeps them paused until it is set.
+BUNDLED_UNCONFIGURED = {"pharmacy-orders": "PASSERELLE_PHARMACY_MLLP"}
+
+
+def bundled_check_lines() -> list[str]:
+    """What `passerelle check` prints for the bundled channels with none of their peers set."""
+    notes = [f"note: channel `{c}` will be paused: not configured: {v} not set"
+             for c, v in sorted(BUNDLED_UNCONFIGURED.items())]
+    return notes + [check_ok(bundled_counts()[0])]
+
+
 def corpus() -> Path | None:
     value = os.environ.get("PASSERELLE_CORPUS")
     return Path(value) if value else None

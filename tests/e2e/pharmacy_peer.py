@@ -483,3 +483,30 @@ def pharmacy():
     """The hospital pharmacy, listening (mode `accept`) on a free loopback port."""
     with PharmacyPeer() as peer:
         yield peer
+
+
+def main():
+    """Runs the peer on its own, to try the `pharmacy-orders` channel by hand: it prints each
+    message it receives, whether it is valid HL7 2.5, and what it answered."""
+    import argparse
+    import time
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--port", type=int, default=2600)
+    parser.add_argument("--mode", choices=sorted(ANSWERS), default="accept")
+    args = parser.parse_args()
+    with PharmacyPeer(port=args.port) as peer:
+        peer.set_mode(args.mode)
+        print(f"pharmacy listening on {peer.address} ({args.mode})", flush=True)
+        shown = 0
+        while True:
+            time.sleep(0.2)
+            for r in peer.received[shown:]:
+                verdict = "valid" if r.valid else "INVALID: " + "; ".join(r.errors)
+                print(f"--- {r.message_type} {r.control_id} ORC-1={r.order_control} {verdict} -> {r.ack_code}")
+                print(r.raw.replace("\r", "\n"), flush=True)
+            shown = len(peer.received)
+
+
+if __name__ == "__main__":
+    main()

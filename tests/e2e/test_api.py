@@ -36,7 +36,9 @@ def test_health_and_metrics_need_no_token(bundled_engine):
     assert (body["live"], body["ready"], body["status"]) == (True, True, "ok")
     assert body["channels"] == {BUNDLED_CHANNEL: "running", "fhir-inbound": "running", "cda-inbound": "running",
                                 # No MQTT broker given (--mqtt): waiting for one.
-                                "device-telemetry": "paused"}
+                                "device-telemetry": "paused",
+                                # No pharmacy peer given (PASSERELLE_PHARMACY_MLLP): waiting for one.
+                                "pharmacy-orders": "paused"}
     status, text, headers = bundled_engine.http("GET", "/metrics", token=None)
     assert status == 200 and headers["Content-Type"].startswith("text/plain")
     assert "passerelle_messages_received_total" in text
@@ -82,8 +84,10 @@ def test_channels_list_ids_and_counters(bundled_engine):
     channels = bundled_engine.api("/api/channels")
     assert [(c["id"], c["source"], c["state"]) for c in channels] == [
         ("cda-inbound", "http", "running"), ("device-telemetry", "mqtt", "paused"),
-        ("fhir-inbound", "http", "running"), (BUNDLED_CHANNEL, "mllp", "running")]
+        ("fhir-inbound", "http", "running"), (BUNDLED_CHANNEL, "mllp", "running"),
+        ("pharmacy-orders", "store", "paused")]
     assert "no MQTT broker" in channels[1]["reason"]
+    assert "PASSERELLE_PHARMACY_MLLP" in channels[4]["reason"]
     channel = channels[3]
     for counter in COUNTERS:
         assert isinstance(channel[counter], int), counter

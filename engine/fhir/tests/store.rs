@@ -350,5 +350,32 @@ async fn change_feed_filters_in_order_and_resumes_from_its_cursor() {
             .unwrap();
         assert_eq!(again.cursor(), second.stored.seq);
         assert_eq!(again.next(100).await.unwrap()[0].id, third.stored.id);
+
+        // A new subscriber's start is durable from its first open, before any ack: a
+        // process that stops before the first change resumes where it started.
+        let now = *store.subscribe().borrow();
+        drop(
+            Feed::open(store.clone(), "late", criteria, now)
+                .await
+                .unwrap(),
+        );
+        store
+            .create("MedicationRequest", order("active"), None)
+            .await
+            .unwrap();
+        let late = Feed::open(store.clone(), "late", criteria, 0)
+            .await
+            .unwrap();
+        assert_eq!(late.cursor(), now);
+
+        // Criteria are read at open: a resource type and a query the search understands.
+        for bad in ["Medication Request", "MedicationRequest?colour=red"] {
+            assert!(
+                Feed::open(store.clone(), "bad", Some(bad), 0)
+                    .await
+                    .is_err(),
+                "{bad}"
+            );
+        }
     }
 }

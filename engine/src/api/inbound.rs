@@ -43,7 +43,7 @@ pub async fn receive(
         },
         // A document becomes a DocumentReference (and the resources of its header).
         Content::Cda => policy.allow(&ctx.access, "DocumentReference", Action::Create),
-        Content::Hl7v2(_) | Content::Telemetry => Ok(()),
+        Content::Hl7v2(_) | Content::Telemetry | Content::Change => Ok(()),
     };
     if let Err(e) = allowed {
         return super::fhir::error_response(&e);
@@ -120,7 +120,7 @@ fn accepting(state: &AppState, channel: &str, ctx: &Ctx) -> Result<Content, Fhir
             mime,
             "application/hl7-cda+xml" | "application/xml" | "text/xml"
         ),
-        Content::Hl7v2(_) | Content::Telemetry => false,
+        Content::Hl7v2(_) | Content::Telemetry | Content::Change => false,
     };
     if !fits {
         return Err(FhirError::new(

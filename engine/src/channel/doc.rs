@@ -45,6 +45,12 @@ pub struct SourceDoc {
     pub broker: Option<Text>,
     /// `mqtt`: the client id (default: `passerelle-` and the channel id).
     pub client_id: Option<Text>,
+    /// `store`: the FHIR search criteria of the changes taken (`MedicationRequest?intent=order`).
+    pub subscription: Option<Text>,
+    /// `store`: reference elements whose targets are added to the message (`subject`).
+    pub include: Option<Vec<Text>>,
+    /// `store`: where a new subscriber starts, `now` (default) or `beginning`.
+    pub start: Option<Text>,
 }
 
 /// A filter condition: `field` with exactly one of the tests, a `message_type` list, an `any`

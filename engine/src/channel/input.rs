@@ -1,6 +1,7 @@
 //! What a channel receives, read by the reader its source's content needs: HL7 v2 from MLLP,
-//! FHIR JSON or a CDA document from HTTP. Filters and transforms work on the parsed [`Input`], so a message is
-//! parsed once per run, whatever its kind.
+//! FHIR JSON or a CDA document from HTTP, a change notification from the FHIR store. Filters
+//! and transforms work on the parsed [`Input`], so a message is parsed once per run, whatever
+//! its kind.
 
 use std::borrow::Cow;
 
@@ -15,6 +16,9 @@ pub enum Content {
     Cda,
     /// Device readings: SenML JSON (RFC 8428) or a FHIR Observation.
     Telemetry,
+    /// A change in the FHIR store, as a `store` source's notification Bundle
+    /// ([`super::change`]).
+    Change,
 }
 
 impl Content {
@@ -22,7 +26,7 @@ impl Content {
     pub fn mime(self) -> &'static str {
         match self {
             Content::Hl7v2(_) => "application/hl7-v2",
-            Content::Fhir => "application/fhir+json",
+            Content::Fhir | Content::Change => "application/fhir+json",
             Content::Cda => "application/hl7-cda+xml",
             Content::Telemetry => "application/senml+json",
         }
@@ -35,6 +39,9 @@ impl Content {
                 .map_err(|e| e.to_string()),
             Content::Fhir => parse_fhir(raw).map(Input::Fhir),
             Content::Cda => passerelle_mapping::xml::parse_document(raw).map(Input::Cda),
+            Content::Change => parse_json(raw)
+                .and_then(|v| super::change::check(&v).map(|()| v))
+                .map(Input::Change),
             Content::Telemetry => parse_telemetry(raw).map(|payload| {
                 Input::Telemetry(Reading {
                     payload,
@@ -107,12 +114,15 @@ pub enum Input<'a> {
     /// An XML document: `ClinicalDocument` for a CDA.
     Cda(roxmltree::Document<'a>),
     Telemetry(Reading),
+    /// A change notification: a `collection` Bundle, the changed resource first.
+    Change(Value),
 }
 
 impl Input<'_> {
     /// The type filters and routes match: `ADT^A01` for HL7 v2 (MSH-9), `Bundle^transaction`
     /// or `Patient` for FHIR (resourceType, and a Bundle's type as its event),
-    /// `ClinicalDocument^11502-2` for a CDA (its code as the event).
+    /// `ClinicalDocument^11502-2` for a CDA (its code as the event), `MedicationRequest^create`
+    /// for a store change (the changed resource's type, the kind of change as the event).
     pub fn message_type(&self) -> (Cow<'_, str>, Option<Cow<'_, str>>) {
         match self {
             Input::Hl7(m) => {
@@ -137,6 +147,14 @@ impl Input<'_> {
                     "Observation"
                 }),
                 None,
+            ),
+            Input::Change(v) => (
+                Cow::Borrowed(
+                    super::change::focus(v)
+                        .and_then(|f| f["resourceType"].as_str())
+                        .unwrap_or_default(),
+                ),
+                super::change::kind(v).map(|k| Cow::Borrowed(k.code())),
             ),
             Input::Cda(d) => {
                 let (kind, code) = passerelle_mapping::xml::document_type(d);
@@ -201,6 +219,25 @@ mod tests {
             .unwrap();
         assert_eq!(patient.message_type_text().as_deref(), Some("Patient"));
         assert!(!patient.is_of_type("Patient^x"));
+    }
+
+    #[test]
+    fn a_store_change_is_typed_by_its_resource_and_kind() {
+        let raw = br#"{"resourceType":"Bundle","type":"collection",
+            "meta":{"tag":[{"system":"https://passerelle.dev/fhir/CodeSystem/change","code":"create"}]},
+            "entry":[{"resource":{"resourceType":"MedicationRequest","id":"1"}}]}"#;
+        let change = Content::Change.parse(raw).unwrap();
+        assert_eq!(
+            change.message_type_text().as_deref(),
+            Some("MedicationRequest^create")
+        );
+        assert!(change.is_of_type("MedicationRequest") && !change.is_of_type("Bundle"));
+        assert_eq!(Content::Change.mime(), "application/fhir+json");
+        let e = Content::Change
+            .parse(br#"{"resourceType":"Bundle","type":"collection"}"#)
+            .err()
+            .unwrap();
+        assert!(e.contains("not a change notification"), "{e}");
     }
 
     #[test]

@@ -21,7 +21,7 @@ use super::interpolate::from_env;
 use super::transform::{
     FhirIntake, MapToFhir, PassThrough, RouteByMessageType, Transform, VitalSigns,
 };
-use super::{Channel, Content, DocumentKind, RetryPolicy, SourceConfig};
+use super::{Channel, Content, DocumentKind, FeedStart, RetryPolicy, SourceConfig};
 use crate::diagnostic::Diagnostic;
 
 #[derive(Debug, Default)]
@@ -302,39 +302,34 @@ impl Checker<'_> {
             ("broker", doc.broker.as_ref()),
             ("client_id", doc.client_id.as_ref()),
         ];
-        if doc.kind.as_str() != "mqtt" {
-            let article = if doc.kind.as_str() == "file" {
-                "a"
-            } else {
-                "an"
-            };
-            self.refuse_keys(
-                &format!("{article} {} source", doc.kind.as_str()),
-                &mqtt_keys,
-            );
+        let store_keys = [
+            ("subscription", doc.subscription.as_ref()),
+            ("include", doc.include.as_ref().and_then(|t| t.first())),
+            ("start", doc.start.as_ref()),
+        ];
+        let kind = doc.kind.as_str();
+        let article = if matches!(kind, "file" | "store") {
+            "a"
+        } else {
+            "an"
+        };
+        let what = format!("{article} {kind} source");
+        if kind != "mqtt" {
+            self.refuse_keys(&what, &mqtt_keys);
         }
-        match doc.kind.as_str() {
+        if kind != "store" {
+            self.refuse_keys(&what, &store_keys);
+        }
+        match kind {
             "mllp" => {
-                self.refuse_keys(
-                    "an mllp source",
-                    &[
-                        ("content", doc.content.as_ref()),
-                        ("reply_timeout", doc.reply_timeout.as_ref()),
-                        ("directory", doc.directory.as_ref()),
-                        ("poll", doc.poll.as_ref()),
-                    ],
-                );
+                self.refuse_source_keys("an mllp source", doc, &["address", "charset"]);
                 self.mllp_source(doc)
             }
             "http" => {
-                self.refuse_keys(
+                self.refuse_source_keys(
                     "an http source (it is served on the HTTP address)",
-                    &[
-                        ("address", doc.address.as_ref()),
-                        ("charset", doc.charset.as_ref()),
-                        ("directory", doc.directory.as_ref()),
-                        ("poll", doc.poll.as_ref()),
-                    ],
+                    doc,
+                    &["content", "reply_timeout"],
                 );
                 let content = self.document_kind(doc)?;
                 let reply_timeout =
@@ -345,14 +340,7 @@ impl Checker<'_> {
                 })
             }
             "file" => {
-                self.refuse_keys(
-                    "a file source",
-                    &[
-                        ("address", doc.address.as_ref()),
-                        ("charset", doc.charset.as_ref()),
-                        ("reply_timeout", doc.reply_timeout.as_ref()),
-                    ],
-                );
+                self.refuse_source_keys("a file source", doc, &["content", "directory", "poll"]);
                 let content = self.document_kind(doc);
                 let Some(directory) = &doc.directory else {
                     self.error(&doc.kind, "a file source needs `directory`");
@@ -367,17 +355,7 @@ impl Checker<'_> {
                 })
             }
             "mqtt" => {
-                self.refuse_keys(
-                    "an mqtt source",
-                    &[
-                        ("address", doc.address.as_ref()),
-                        ("charset", doc.charset.as_ref()),
-                        ("content", doc.content.as_ref()),
-                        ("reply_timeout", doc.reply_timeout.as_ref()),
-                        ("directory", doc.directory.as_ref()),
-                        ("poll", doc.poll.as_ref()),
-                    ],
-                );
+                self.refuse_source_keys("an mqtt source", doc, &[]);
                 let Some(topics) = doc.topics.as_ref().filter(|t| !t.is_empty()) else {
                     self.error(
                         &doc.kind,
@@ -420,14 +398,86 @@ impl Checker<'_> {
                         .unwrap_or_else(|| format!("passerelle-{channel}")),
                 })
             }
+            "store" => {
+                self.refuse_source_keys(
+                    "a store source (it reads the engine's FHIR store)",
+                    doc,
+                    &[],
+                );
+                self.store_source(doc)
+            }
             other => {
                 self.error(
                     &doc.kind,
-                    format!("unknown source type `{other}` (expected: mllp, http, mqtt, file)"),
+                    format!(
+                        "unknown source type `{other}` (expected: mllp, http, mqtt, file, store)"
+                    ),
                 );
                 None
             }
         }
+    }
+
+    /// A store source: the subscription's criteria are read as the change feed reads them,
+    /// so a typo is reported here rather than when the channel starts.
+    fn store_source(&mut self, doc: &SourceDoc) -> Option<SourceConfig> {
+        let Some(subscription) = &doc.subscription else {
+            self.error(
+                &doc.kind,
+                "a store source needs `subscription`, FHIR search criteria such as \
+                 MedicationRequest?intent=order",
+            );
+            return None;
+        };
+        let mut ok = true;
+        if let Err(e) = passerelle_fhir::feed::parse_criteria(subscription.as_str()) {
+            self.error(
+                subscription,
+                format!(
+                    "subscription `{}`: {}",
+                    subscription.as_str(),
+                    e.diagnostics
+                ),
+            );
+            ok = false;
+        }
+        let mut include = Vec::new();
+        for path in doc.include.iter().flatten() {
+            let steps: Vec<String> = path.as_str().split('.').map(String::from).collect();
+            let is_name = |s: &String| {
+                s.starts_with(|c: char| c.is_ascii_alphabetic())
+                    && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            };
+            if steps.iter().all(is_name) {
+                include.push(steps);
+            } else {
+                self.error(
+                    path,
+                    format!(
+                        "include `{}`: expected a path of element names, e.g. subject or \
+                         dispenseRequest.performer",
+                        path.as_str()
+                    ),
+                );
+                ok = false;
+            }
+        }
+        let start = match doc.start.as_ref().map(|t| (t, t.as_str())) {
+            None | Some((_, "now")) => FeedStart::Now,
+            Some((_, "beginning")) => FeedStart::Beginning,
+            Some((t, other)) => {
+                self.error(
+                    t,
+                    format!("unknown start `{other}` (expected: now, beginning)"),
+                );
+                return None;
+            }
+        };
+        ok.then(|| SourceConfig::Store {
+            subscription: subscription.as_str().to_string(),
+            include,
+            start,
+        })
     }
 
     /// `content` of an http or file source.
@@ -454,6 +504,24 @@ impl Checker<'_> {
     }
 
     /// Keys given that do not apply to this kind of source or destination.
+    /// Refuses the keys shared by several source kinds that this kind does not take
+    /// (`allowed`); the keys of one kind only are refused in `source`.
+    fn refuse_source_keys(&mut self, what: &str, doc: &SourceDoc, allowed: &[&str]) {
+        let shared = [
+            ("address", doc.address.as_ref()),
+            ("charset", doc.charset.as_ref()),
+            ("content", doc.content.as_ref()),
+            ("reply_timeout", doc.reply_timeout.as_ref()),
+            ("directory", doc.directory.as_ref()),
+            ("poll", doc.poll.as_ref()),
+        ];
+        let refused: Vec<_> = shared
+            .into_iter()
+            .filter(|(key, _)| !allowed.contains(key))
+            .collect();
+        self.refuse_keys(what, &refused);
+    }
+
     fn refuse_keys(&mut self, what: &str, keys: &[(&str, Option<&Text>)]) {
         for (key, value) in keys {
             if let Some(v) = value {
@@ -546,7 +614,7 @@ impl Checker<'_> {
             Some(field)
                 if matches!(
                     self.content,
-                    Some(Content::Fhir | Content::Cda | Content::Telemetry)
+                    Some(Content::Fhir | Content::Cda | Content::Telemetry | Content::Change)
                 ) =>
             {
                 self.error(
@@ -618,6 +686,22 @@ impl Checker<'_> {
                     format!(
                         "message type `{}`: expected ClinicalDocument, or \
                          ClinicalDocument^CODE (the document's code, e.g. 11502-2)",
+                        t.as_str()
+                    ),
+                );
+            }
+            return;
+        }
+        if content == Content::Change {
+            let event_ok = parts
+                .get(1)
+                .is_none_or(|e| ["create", "update", "delete"].contains(e));
+            if !passerelle_fhir::types::is_resource_type(parts[0]) || !event_ok || parts.len() > 2 {
+                self.error(
+                    t,
+                    format!(
+                        "message type `{}`: expected the changed resource's type, e.g. \
+                         MedicationRequest, or TYPE^create, TYPE^update, TYPE^delete",
                         t.as_str()
                     ),
                 );
@@ -1223,6 +1307,100 @@ destinations:
             parse(Path::new("c.yaml"), ok).unwrap().source,
             SourceConfig::File { poll, .. } if poll == Duration::from_millis(500)
         ));
+    }
+
+    #[test]
+    fn a_store_source_reads_its_subscription_includes_and_start() {
+        let good = "source:\n  type: store\n  subscription: \"MedicationRequest?intent=order\"\n  include: [subject, dispenseRequest.performer]\n  start: beginning\nfilters:\n  - message_type: [MedicationRequest^create, MedicationRequest]\ndestinations:\n  - id: out\n    type: file\n    directory: out\n";
+        let c = parse(Path::new("channels/orders.yaml"), good).unwrap();
+        assert_eq!(c.source.kind(), "store");
+        assert_eq!(c.source.content(), Content::Change);
+        let SourceConfig::Store {
+            subscription,
+            include,
+            start,
+        } = &c.source
+        else {
+            panic!("{:?}", c.source)
+        };
+        assert_eq!(subscription, "MedicationRequest?intent=order");
+        assert_eq!(
+            include,
+            &vec![
+                vec!["subject".to_string()],
+                vec!["dispenseRequest".to_string(), "performer".to_string()]
+            ]
+        );
+        assert_eq!(*start, FeedStart::Beginning);
+        assert_eq!(c.transform.kind(), "pass-through");
+        let bare = parse(
+            Path::new("c.yaml"),
+            "source:\n  type: store\n  subscription: Patient\n",
+        )
+        .unwrap();
+        assert!(matches!(
+            bare.source,
+            SourceConfig::Store { start: FeedStart::Now, ref include, .. } if include.is_empty()
+        ));
+
+        let bad = |from: &str, to: &str| errors(&good.replace(from, to));
+        assert_eq!(
+            bad("\"MedicationRequest?intent=order\"", "MedicationRequst"),
+            vec![
+                "channels/lab.yaml:3:17: subscription `MedicationRequst`: `MedicationRequst` is not a FHIR R4 resource type"
+            ]
+        );
+        let e = bad("intent=order", "colour=red");
+        assert!(
+            e.len() == 1
+                && e[0].starts_with(
+                    "channels/lab.yaml:3:17: subscription `MedicationRequest?colour=red`: "
+                ),
+            "{e:?}"
+        );
+        assert_eq!(
+            bad("dispenseRequest.performer", "dispenseRequest..performer"),
+            vec![
+                "channels/lab.yaml:4:22: include `dispenseRequest..performer`: expected a path of element names, e.g. subject or dispenseRequest.performer"
+            ]
+        );
+        assert_eq!(
+            bad("start: beginning", "start: yesterday"),
+            vec!["channels/lab.yaml:5:10: unknown start `yesterday` (expected: now, beginning)"]
+        );
+        assert_eq!(
+            bad("  subscription: \"MedicationRequest?intent=order\"\n", ""),
+            vec![
+                "channels/lab.yaml:2:9: a store source needs `subscription`, FHIR search criteria such as MedicationRequest?intent=order"
+            ]
+        );
+        assert_eq!(
+            bad("  start: beginning\n", "  start: now\n  directory: in\n"),
+            vec![
+                "channels/lab.yaml:6:3: `directory` does not apply to a store source (it reads the engine's FHIR store)"
+            ]
+        );
+        assert_eq!(
+            bad("  start: beginning\n", "  starts: now\n")[0],
+            "channels/lab.yaml:5:3: unknown key `starts` (expected one of: type, address, charset, content, reply_timeout, directory, poll, topics, broker, client_id, subscription, include, start)"
+        );
+        assert!(
+            bad("MedicationRequest^create", "MedicationRequest^A01")[0]
+                .contains("TYPE^create, TYPE^update, TYPE^delete")
+        );
+        let field = bad(
+            "- message_type: [MedicationRequest^create, MedicationRequest]",
+            "- field: PID-3\n    equals: x",
+        );
+        assert!(field[0].contains("reads HL7 v2 fields"), "{field:?}");
+        // The store's keys belong to it alone.
+        let on_file = errors(
+            "source:\n  type: file\n  directory: in\n  content: fhir\n  subscription: Patient\n",
+        );
+        assert_eq!(
+            on_file,
+            vec!["channels/lab.yaml:5:3: `subscription` does not apply to a file source"]
+        );
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! where they go. Each channel is one YAML file in `channels/`; see docs/channels.md.
 
 pub mod cda;
+pub mod change;
 pub mod destination;
 pub mod doc;
 pub mod filter;
@@ -75,6 +76,17 @@ pub enum SourceConfig {
         /// How often the directory is looked at.
         poll: std::time::Duration,
     },
+    /// Changes committed to the engine's FHIR store, read from its change feed (subscriber
+    /// `channel:{id}`), each as a notification Bundle ([`change`]).
+    Store {
+        /// FHIR search criteria, `Type` or `Type?params` (checked at load).
+        subscription: String,
+        /// Reference elements of the changed resource, as paths of element names
+        /// (`dispenseRequest.performer`): their targets are read and added to the message.
+        include: Vec<Vec<String>>,
+        /// Where a new subscriber starts; once started, its durable cursor says.
+        start: FeedStart,
+    },
     /// `POST /api/inbound/{channel}` on the HTTP address.
     Http {
         content: DocumentKind,
@@ -82,6 +94,15 @@ pub enum SourceConfig {
         /// (the message is journaled and will be applied).
         reply_timeout: std::time::Duration,
     },
+}
+
+/// Where a store source's subscriber starts the first time its channel runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeedStart {
+    /// Only changes committed after that.
+    Now,
+    /// Every change the store ever had.
+    Beginning,
 }
 
 /// What an HTTP or file source takes.
@@ -98,6 +119,7 @@ impl SourceConfig {
             SourceConfig::Http { .. } => "http",
             SourceConfig::Mqtt { .. } => "mqtt",
             SourceConfig::File { .. } => "file",
+            SourceConfig::Store { .. } => "store",
         }
     }
 
@@ -110,6 +132,7 @@ impl SourceConfig {
                 default_charset: *default_charset,
             }),
             SourceConfig::Mqtt { .. } => Content::Telemetry,
+            SourceConfig::Store { .. } => Content::Change,
             SourceConfig::Http { content, .. } | SourceConfig::File { content, .. } => {
                 match content {
                     DocumentKind::Fhir => Content::Fhir,

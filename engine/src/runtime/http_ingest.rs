@@ -1,6 +1,7 @@
-//! The entry of documents (`POST /api/inbound/{channel}`, files dropped in a directory): body
-//! in, checks, journal commit, then the answer. As with MLLP, a message is on disk before the sender hears it is accepted, and a
-//! message refused is journaled with the reason.
+//! The entry of documents (`POST /api/inbound/{channel}`, files dropped in a directory, the
+//! store's changes for a `store` source): body in, checks, journal commit, then the answer.
+//! As with MLLP, a message is on disk before the sender hears it is accepted, and a message
+//! refused is journaled with the reason.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -17,11 +18,12 @@ use crate::metrics::ChannelStats;
 
 /// Who sent a message.
 pub struct Sender {
-    /// The token's subject; for a file, the source's directory.
+    /// The token's subject; for a file, the source's directory; for a store change, the
+    /// feed's subscriber.
     pub name: String,
-    /// The client's address; for a file, its name.
+    /// The client's address; for a file, its name; for a store change, the subscription.
     pub peer: Option<String>,
-    /// `http` or `file`, as the journal shows it.
+    /// `http`, `file` or `store`, as the journal shows it.
     pub source: &'static str,
 }
 
@@ -57,10 +59,10 @@ pub async fn receive(
     let Some(rt) = runtime.channel(channel).filter(|c| c.is_running()) else {
         return Intake::Unavailable(format!("channel {channel} is not running"));
     };
-    // An HTTP sender waits for the store's answer; a file is not waited for.
+    // An HTTP sender waits for the store's answer; a file or a store change is not waited for.
     let reply_timeout = match rt.channel.source {
         SourceConfig::Http { reply_timeout, .. } => Some(reply_timeout),
-        SourceConfig::File { .. } => None,
+        SourceConfig::File { .. } | SourceConfig::Store { .. } => None,
         _ => return Intake::Unavailable(format!("channel {channel} takes no documents")),
     };
     let content = rt.channel.source.content();
@@ -176,12 +178,12 @@ async fn reject(
 fn is_single(input: &Input<'_>) -> bool {
     match input {
         Input::Fhir(v) => v["resourceType"] != "Bundle" || v["type"].as_str() == Some("document"),
-        Input::Hl7(_) | Input::Cda(_) | Input::Telemetry(_) => false,
+        Input::Hl7(_) | Input::Cda(_) | Input::Telemetry(_) | Input::Change(_) => false,
     }
 }
 
 /// Content checks beyond parsing: a FHIR submission must be one the store can take, a CDA
-/// must have the header CDA R2 requires.
+/// must have the header CDA R2 requires. A store change was checked by the store already.
 fn check(input: &Input<'_>) -> Result<(), Reply> {
     match input {
         Input::Fhir(v) => passerelle_fhir::bundle::check_submission(v).map_err(|e| Reply {
@@ -192,16 +194,18 @@ fn check(input: &Input<'_>) -> Result<(), Reply> {
             status: 400,
             body: passerelle_fhir::error::operation_outcome("error", "structure", &e, None),
         }),
-        Input::Hl7(_) | Input::Telemetry(_) => Ok(()),
+        Input::Hl7(_) | Input::Telemetry(_) | Input::Change(_) => Ok(()),
     }
 }
 
 /// The business identifier of a submission, the journal's key against retransmissions: a
-/// Bundle's `identifier` (`system|value`), a CDA's id (`root^extension`).
+/// Bundle's `identifier` (`system|value`), a CDA's id (`root^extension`), a store change's
+/// `Type/id/_history/version`.
 fn business_id(input: &Input<'_>) -> Option<String> {
     let v = match input {
         Input::Fhir(v) => v,
         Input::Cda(d) => return crate::channel::cda::document_id(d),
+        Input::Change(v) => return crate::channel::change::key(v),
         Input::Hl7(_) | Input::Telemetry(_) => return None,
     };
     if v["resourceType"] != "Bundle" {

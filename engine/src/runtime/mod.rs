@@ -1,6 +1,7 @@
 //! The channel runtime: for each channel a processor (parse, filter, transform, queue) and,
-//! for each destination, an outbox worker (deliver, retry, dead letter). Sources hand
-//! messages in through [`Runtime::submit`] once they are journaled.
+//! for each destination, an outbox worker (deliver, retry, dead letter); for a `store`
+//! source, the task following the store's change feed. Sources hand messages in through
+//! [`Runtime::submit`] once they are journaled.
 
 pub mod devices;
 mod downstream;
@@ -11,6 +12,7 @@ pub mod mqtt_ingest;
 mod outbox;
 mod processor;
 pub mod replies;
+mod store_source;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -39,8 +41,9 @@ pub struct Runtime {
     tasks: TaskTracker,
     /// Answers for the senders of HTTP sources, who wait for what the store did.
     replies: Arc<replies::Replies>,
-    /// The runtime processing and deliveries run on (after `tasks`: dropped once they end).
-    _downstream: downstream::Downstream,
+    /// The runtime processing, deliveries and store sources run on (after `tasks`: dropped
+    /// once they end).
+    downstream: downstream::Downstream,
 }
 
 pub struct ChannelRuntime {
@@ -197,15 +200,36 @@ impl Runtime {
         let metrics = Arc::new(Metrics::new(
             runtimes.iter().map(|(id, c)| (id.clone(), c.stats.clone())),
         ));
-        Ok(Arc::new(Runtime {
+        let runtime = Arc::new(Runtime {
             journal,
             channels: runtimes,
             metrics,
             shutdown,
             tasks,
             replies,
-            _downstream: downstream,
-        }))
+            downstream,
+        });
+        // Store sources journal through the runtime itself, so they start once it exists;
+        // like the processors, they run downstream and end with `stop`.
+        for c in runtime.channels().filter(|c| c.is_running()) {
+            if !matches!(c.channel.source, SourceConfig::Store { .. }) {
+                continue;
+            }
+            let Some(store) = services.store.clone() else {
+                tracing::error!(channel = %c.channel.id, "a store source without a FHIR store does not run");
+                continue;
+            };
+            runtime.downstream.spawn(
+                &runtime.tasks,
+                store_source::run(
+                    runtime.clone(),
+                    store,
+                    c.channel.id.clone(),
+                    runtime.shutdown.clone(),
+                ),
+            );
+        }
+        Ok(runtime)
     }
 
     pub fn journal(&self) -> &Journal {
@@ -302,8 +326,8 @@ impl Runtime {
         Ok(result)
     }
 
-    /// Stops processors and outbox workers after their current step; what is left waits in
-    /// the journal for the next start.
+    /// Stops processors, outbox workers and store sources after their current step; what is
+    /// left waits in the journal (or in the store's feed) for the next start.
     pub async fn stop(&self) {
         self.shutdown.cancel();
         self.tasks.close();

@@ -103,7 +103,9 @@ impl Destination for MllpDestination {
                 match client.send(&item.payload).await {
                     Ok(reply) => {
                         link.replied();
-                        return judge_ack(&reply, item.control_id.as_deref()).map(Delivered::from);
+                        let expected = sent_control_id(&item.payload);
+                        let expected = expected.as_deref().or(item.control_id.as_deref());
+                        return judge_ack(&reply, expected).map(Delivered::from);
                     }
                     // The peer closed the reused connection just before the write: the frame
                     // did not get through whole, so sending it once more on a fresh connection
@@ -122,6 +124,15 @@ impl Destination for MllpDestination {
             }
         })
     }
+}
+
+/// The MSH-10 of the message sent, which the peer's MSA-2 must quote. It is not always the
+/// journal's control id: an outbound mapping writes a message of its own (with its own
+/// MSH-10) from a store change whose id is `Type/id/_history/version`.
+fn sent_control_id(payload: &[u8]) -> Option<String> {
+    let message = Message::parse(payload).ok()?;
+    let id = message.msh().field(10)?.value().trim().to_string();
+    (!id.is_empty()).then_some(id)
 }
 
 fn judge_ack(reply: &[u8], control_id: Option<&str>) -> Result<String, DeliveryError> {
@@ -240,5 +251,25 @@ mod tests {
             }
             assert_eq!(connections.load(Ordering::SeqCst), 4);
         }
+    }
+
+    #[tokio::test]
+    async fn the_acknowledgement_expected_is_for_the_message_sent() {
+        // An outbound mapping's message has its own MSH-10; the journal's id is the change's.
+        let (address, _) = peer(None).await;
+        let d = destination(address);
+        let mut mapped = item("RDE-1");
+        mapped.control_id = Some("MedicationRequest/7/_history/2".into());
+        assert_eq!(
+            d.deliver("c", &mapped).await,
+            Ok(Delivered::from("AA".to_string()))
+        );
+        assert!(
+            judge_ack(
+                b"MSH|^~\\&|P|Q|A|B|2024||ACK|X|P|2.5\rMSA|AA|OTHER\r",
+                Some("RDE-1")
+            )
+            .is_err()
+        );
     }
 }

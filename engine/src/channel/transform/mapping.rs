@@ -38,7 +38,7 @@ impl Transform for MapToFhir {
         let output = match input {
             Input::Hl7(message) => library.run(mapping, message),
             Input::Cda(document) => library.run_document(mapping, document),
-            Input::Fhir(resource) => library.run_fhir(mapping, resource),
+            Input::Fhir(resource) | Input::Change(resource) => library.run_fhir(mapping, resource),
             Input::Telemetry(_) => {
                 return Err("the mapping library reads HL7 v2, CDA and FHIR".into());
             }
