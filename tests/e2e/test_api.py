@@ -7,7 +7,7 @@ import time
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import BUNDLED_CHANNEL, COUNTERS, hl7_message, send_messages
+from conftest import BUNDLED_CHANNEL, BUNDLED_UNCONFIGURED, COUNTERS, hl7_message, send_messages
 
 
 def send_all(engine, messages: list[str]) -> list[str]:
@@ -37,8 +37,8 @@ def test_health_and_metrics_need_no_token(bundled_engine):
     assert body["channels"] == {BUNDLED_CHANNEL: "running", "fhir-inbound": "running", "cda-inbound": "running",
                                 # No MQTT broker given (--mqtt): waiting for one.
                                 "device-telemetry": "paused",
-                                # No pharmacy peer given (PASSERELLE_PHARMACY_MLLP): waiting for one.
-                                "pharmacy-orders": "paused"}
+                                # No peer address given: waiting for one.
+                                **{c: "paused" for c in BUNDLED_UNCONFIGURED}}
     status, text, headers = bundled_engine.http("GET", "/metrics", token=None)
     assert status == 200 and headers["Content-Type"].startswith("text/plain")
     assert "passerelle_messages_received_total" in text
@@ -82,13 +82,17 @@ def test_channels_list_ids_and_counters(bundled_engine):
     bundled_engine.wait_message("CH-2", status="filtered")
     bundled_engine.wait_message("CH-1", status="sent")
     channels = bundled_engine.api("/api/channels")
-    assert [(c["id"], c["source"], c["state"]) for c in channels] == [
-        ("cda-inbound", "http", "running"), ("device-telemetry", "mqtt", "paused"),
-        ("fhir-inbound", "http", "running"), (BUNDLED_CHANNEL, "mllp", "running"),
-        ("pharmacy-orders", "store", "paused")]
-    assert "no MQTT broker" in channels[1]["reason"]
-    assert "PASSERELLE_PHARMACY_MLLP" in channels[4]["reason"]
-    channel = channels[3]
+    states = {c["id"]: (c["source"], c["state"]) for c in channels}
+    assert [c["id"] for c in channels] == sorted(states), "listed by id"
+    assert states == {
+        "cda-inbound": ("http", "running"), "device-telemetry": ("mqtt", "paused"),
+        "fhir-inbound": ("http", "running"), BUNDLED_CHANNEL: ("mllp", "running"),
+        **{c: ("store", "paused") for c in BUNDLED_UNCONFIGURED}}
+    by_id = {c["id"]: c for c in channels}
+    assert "no MQTT broker" in by_id["device-telemetry"]["reason"]
+    for c, variable in BUNDLED_UNCONFIGURED.items():
+        assert variable in by_id[c]["reason"], by_id[c]
+    channel = by_id[BUNDLED_CHANNEL]
     for counter in COUNTERS:
         assert isinstance(channel[counter], int), counter
     assert {k: channel[k] for k in ("received", "acked", "rejected", "filtered", "errored", "queued")} == {
