@@ -299,7 +299,15 @@ def check_ok(channels: int) -> str:
 
 # Bundled channels whose peer is named by an environment variable a fresh machine does not set:
 # `check` notes them and `serve` keeps them paused until it is set.
-BUNDLED_UNCONFIGURED = {"pharmacy-orders": "PASSERELLE_PHARMACY_MLLP"}
+BUNDLED_UNCONFIGURED = {
+    "pharmacy-orders": "PASSERELLE_PHARMACY_MLLP",
+    # Paused until its operator, sending mailbox and certificate are all set; the reason
+    # names every unset variable, in the order the channel file uses them.
+    "mssante-documents": "PASSERELLE_SMTP, PASSERELLE_MSSANTE_CERT, PASSERELLE_MSSANTE_KEY, "
+                         "PASSERELLE_MSSANTE_FROM",
+    # The DMP's repository and the OID of the hospital's sending system.
+    "dmp-documents": "PASSERELLE_DMP_XDS, PASSERELLE_DMP_SOURCE_OID",
+}
 
 
 def bundled_check_lines() -> list[str]:

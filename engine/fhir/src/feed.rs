@@ -2,6 +2,7 @@
 //! durable cursor (`feed_cursors`) and may filter with FHIR search criteria
 //! (`MedicationRequest?status=active&intent=order`). Outbound channels build on it.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use sqlx::Row;
@@ -74,24 +75,38 @@ impl Feed {
         self.cursor
     }
 
-    async fn wanted(&self, change: &Stored) -> FhirResult<bool> {
+    /// The changes that match the criteria, in their order. One search for the whole batch
+    /// (`criteria&_id=a,b,...`): a search per change cost more than the rest of an outbound
+    /// channel's work on it (the token index is read whole by each search).
+    async fn wanted(&self, changes: Vec<Stored>) -> FhirResult<Vec<Stored>> {
         let Some((t, q)) = &self.criteria else {
-            return Ok(true);
+            return Ok(changes);
         };
-        if &change.resource_type != t {
-            return Ok(false);
-        }
+        let of_type = changes.into_iter().filter(|c| &c.resource_type == t);
         if q.is_empty() {
-            return Ok(true);
+            return Ok(of_type.collect());
         }
-        if change.deleted() {
-            return Ok(false);
+        // A deletion matches no criteria: there is nothing left to match.
+        let candidates: Vec<Stored> = of_type.filter(|c| !c.deleted()).collect();
+        let mut ids: Vec<&str> = candidates.iter().map(|c| c.id.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        if ids.is_empty() {
+            return Ok(candidates);
         }
-        let criteria = format!("{q}&_id={}", change.id);
+        // Ids are [A-Za-z0-9-.]: nothing in them to escape in a token list.
+        let criteria = format!("{q}&_id={}", ids.join(","));
         let mut conn = self.store.pool().acquire().await?;
-        Ok(!search::matching(&self.store, &mut conn, t, &criteria)
-            .await?
-            .is_empty())
+        let found: HashSet<String> =
+            search::matching_at_most(&self.store, &mut conn, t, &criteria, ids.len() as i64)
+                .await?
+                .into_iter()
+                .map(|s| s.id)
+                .collect();
+        Ok(candidates
+            .into_iter()
+            .filter(|c| found.contains(&c.id))
+            .collect())
     }
 
     /// The next changes after the cursor that match, waiting until there is at least one
@@ -106,12 +121,10 @@ impl Feed {
                     .map_err(|_| FhirError::internal("the store was closed"))?;
                 continue;
             }
-            let mut out = Vec::new();
-            for c in changes {
-                self.cursor = c.seq;
-                if self.wanted(&c).await? {
-                    out.push(c);
-                }
+            let last = changes.last().map(|c| c.seq);
+            let out = self.wanted(changes).await?;
+            if let Some(seq) = last {
+                self.cursor = seq;
             }
             if !out.is_empty() {
                 return Ok(out);

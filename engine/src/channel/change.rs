@@ -94,8 +94,19 @@ pub fn key(bundle: &Value) -> Option<String> {
     ))
 }
 
-/// The `reference` values at a dot path of a resource (`subject`, `dispenseRequest.performer`),
-/// arrays followed at every step.
+/// The step of an `include` path that goes on from the resources named so far
+/// (`payload.contentReference.resolve().content.attachment.url`), as FHIRPath's `resolve()`.
+pub const RESOLVE: &str = "resolve()";
+
+/// An `include` path cut at its `resolve()` steps: the first part is read on the changed
+/// resource, each next one on the resources the previous part names.
+pub fn hops(path: &[String]) -> Vec<&[String]> {
+    path.split(|step| step == RESOLVE).collect()
+}
+
+/// The references at a dot path of a resource (`subject`, `dispenseRequest.performer`),
+/// arrays followed at every step: `Reference.reference` values, and the value itself where
+/// the element is a `url` that names a resource (`content.attachment.url` -> `Binary/1`).
 pub fn references<'r>(resource: &'r Value, path: &[String]) -> Vec<&'r str> {
     let mut values = vec![resource];
     for step in path {
@@ -110,7 +121,7 @@ pub fn references<'r>(resource: &'r Value, path: &[String]) -> Vec<&'r str> {
     }
     values
         .into_iter()
-        .filter_map(|v| v["reference"].as_str())
+        .filter_map(|v| v.as_str().or_else(|| v["reference"].as_str()))
         .collect()
 }
 
@@ -176,6 +187,19 @@ mod tests {
         assert_eq!(at("basedOn"), vec!["CarePlan/c1", "#contained"]);
         assert_eq!(at("note.authorReference"), vec!["Practitioner/pr1"]);
         assert!(at("encounter").is_empty());
+        // A url element naming a resource is a reference too.
+        let d = json!({"resourceType": "DocumentReference",
+            "content": [{"attachment": {"url": "Binary/b1"}}, {"attachment": {"data": "AA=="}}]});
+        let url: Vec<String> = ["content", "attachment", "url"].map(String::from).into();
+        assert_eq!(references(&d, &url), vec!["Binary/b1"]);
+        let path: Vec<String> = "payload.contentReference.resolve().content.attachment.url"
+            .split('.')
+            .map(String::from)
+            .collect();
+        let hops = hops(&path);
+        assert_eq!(hops.len(), 2);
+        assert_eq!(hops[0], ["payload", "contentReference"]);
+        assert_eq!(hops[1], ["content", "attachment", "url"]);
         assert_eq!(
             local_target("Patient/p1/_history/3"),
             Some(("Patient", "p1"))

@@ -51,6 +51,9 @@ pub struct SourceDoc {
     pub include: Option<Vec<Text>>,
     /// `store`: where a new subscriber starts, `now` (default) or `beginning`.
     pub start: Option<Text>,
+    /// `store`: resources that refer to the message's resources, `Type:search-parameter`
+    /// (`Consent:patient`: the consents of the included patient).
+    pub revinclude: Option<Vec<Text>>,
 }
 
 /// A filter condition: `field` with exactly one of the tests, a `message_type` list, an `any`
@@ -90,6 +93,25 @@ pub struct TransformDoc {
     pub profiles: Option<Vec<ProfileDoc>>,
     /// For `vital-signs`: keep a measurement of a device at most this often (e.g. 60s).
     pub min_interval: Option<Text>,
+    /// For `mssante`: the sending mailbox (`Name <box@domain>`); `${VAR}` allowed.
+    pub sender: Option<Text>,
+    /// For `mssante`, `xds-provide`: the OID of the sending system (`XDSSubmissionSet.sourceId`).
+    pub source_id: Option<Text>,
+    /// For `xds-provide`: the repository's address, as WS-Addressing `To`.
+    pub repository: Option<Text>,
+    /// For `xds-provide`: the VIHF (the DMP's SAML assertion) or what to build it with.
+    pub vihf: Option<VihfDoc>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VihfDoc {
+    /// A file holding the signed assertion, inserted as it is.
+    pub assertion: Option<Text>,
+    /// Else an unsigned one is built: the software's name, version and DMP homologation id.
+    pub software: Option<Text>,
+    pub software_version: Option<Text>,
+    pub homologation: Option<Text>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -128,8 +150,23 @@ pub struct DestinationDoc {
     pub address: Option<Text>,
     /// `mllp`: how long to wait for the peer's ACK (default 30s).
     pub ack_timeout: Option<Text>,
-    /// `mllp`: how long to wait for the connection (default 10s).
+    /// `mllp`, `smtp`: how long to wait for the connection (default 10s).
     pub connect_timeout: Option<Text>,
+    /// `smtp`: `starttls` (default), `tls` (implicit, port 465) or `none` (local tests only).
+    pub tls: Option<Text>,
+    /// `smtp`: PEM file of the client certificate (MSSanté operators authenticate with it).
+    pub client_certificate: Option<Text>,
+    /// `smtp`: PEM file of the client certificate's private key.
+    pub client_key: Option<Text>,
+    /// `smtp`: PEM file of the CA certificates the server must chain to (default: the system's).
+    pub ca_file: Option<Text>,
+    /// `smtp`: AUTH user name, with `password`.
+    pub username: Option<Text>,
+    pub password: Option<Text>,
+    /// `xds`: the repository's ITI-41 endpoint (http or https).
+    pub url: Option<Text>,
+    /// `xds`: how long the whole exchange may take, answer included (default 60s).
+    pub timeout: Option<Text>,
     pub retry: Option<RetryDoc>,
 }
 

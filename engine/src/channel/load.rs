@@ -14,12 +14,12 @@ use passerelle_mapping::Library;
 use passerelle_mapping::compile::{load_error_marker, names};
 use passerelle_mapping::live::Live;
 
-use super::destination::{DestinationConfig, DestinationKind};
+use super::destination::{DestinationConfig, DestinationKind, SmtpConfig, SmtpTls};
 use super::doc::*;
 use super::filter::{Condition, Test};
 use super::interpolate::from_env;
 use super::transform::{
-    FhirIntake, MapToFhir, PassThrough, RouteByMessageType, Transform, VitalSigns,
+    FhirIntake, MapToFhir, Mssante, PassThrough, RouteByMessageType, Transform, VitalSigns,
 };
 use super::{Channel, Content, DocumentKind, FeedStart, RetryPolicy, SourceConfig};
 use crate::diagnostic::Diagnostic;
@@ -306,6 +306,10 @@ impl Checker<'_> {
             ("subscription", doc.subscription.as_ref()),
             ("include", doc.include.as_ref().and_then(|t| t.first())),
             ("start", doc.start.as_ref()),
+            (
+                "revinclude",
+                doc.revinclude.as_ref().and_then(|t| t.first()),
+            ),
         ];
         let kind = doc.kind.as_str();
         let article = if matches!(kind, "file" | "store") {
@@ -448,7 +452,10 @@ impl Checker<'_> {
                 s.starts_with(|c: char| c.is_ascii_alphabetic())
                     && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
             };
-            if steps.iter().all(is_name) {
+            // `resolve()` goes on from the resources named so far; it needs a path on each side.
+            let hops = crate::channel::change::hops(&steps);
+            let fits = |hop: &&[String]| !hop.is_empty() && hop.iter().all(is_name);
+            if hops.iter().all(fits) {
                 include.push(steps);
             } else {
                 self.error(
@@ -473,9 +480,11 @@ impl Checker<'_> {
                 return None;
             }
         };
-        ok.then(|| SourceConfig::Store {
+        let revinclude = self.revinclude(doc.revinclude.as_deref().unwrap_or_default());
+        (ok && revinclude.is_some()).then(|| SourceConfig::Store {
             subscription: subscription.as_str().to_string(),
             include,
+            revinclude: revinclude.unwrap_or_default(),
             start,
         })
     }
@@ -813,7 +822,22 @@ impl Checker<'_> {
 
     fn destination(&mut self, doc: &DestinationDoc) -> Option<DestinationConfig> {
         let retry = self.retry(doc.retry.as_ref());
+        if doc.kind.as_str() != "smtp" {
+            self.refuse_keys(
+                &format!("a {} destination", doc.kind.as_str()),
+                &[
+                    ("tls", doc.tls.as_ref()),
+                    ("client_certificate", doc.client_certificate.as_ref()),
+                    ("client_key", doc.client_key.as_ref()),
+                    ("ca_file", doc.ca_file.as_ref()),
+                    ("username", doc.username.as_ref()),
+                    ("password", doc.password.as_ref()),
+                ],
+            );
+        }
         let kind = match doc.kind.as_str() {
+            "smtp" => DestinationKind::Smtp(self.smtp_destination(doc)?),
+            "xds" => DestinationKind::Xds(self.xds_destination(doc)?),
             "file" => {
                 let Some(dir) = &doc.directory else {
                     self.error(&doc.kind, "a file destination needs `directory`");
@@ -881,7 +905,7 @@ impl Checker<'_> {
                 self.error(
                     &doc.kind,
                     format!(
-                        "unknown destination type `{other}` (expected: file, mllp, fhir-store)"
+                        "unknown destination type `{other}` (expected: file, mllp, fhir-store, smtp, xds)"
                     ),
                 );
                 return None;
@@ -891,6 +915,99 @@ impl Checker<'_> {
             id: doc.id.as_str().to_string(),
             kind,
             retry,
+        })
+    }
+
+    /// An `smtp` destination: address, TLS mode, certificate files, credentials.
+    fn smtp_destination(&mut self, doc: &DestinationDoc) -> Option<SmtpConfig> {
+        let Some(address) = &doc.address else {
+            self.error(
+                &doc.kind,
+                "an smtp destination needs `address` (host:port or smtp://host:port)",
+            );
+            return None;
+        };
+        // `smtp://host:port` (the form of PASSERELLE_SMTP) or plain `host:port`.
+        let written = self.value(address).unwrap_or_default();
+        let value = written
+            .strip_prefix("smtp://")
+            .map_or(written.as_str(), |rest| rest.trim_end_matches('/'))
+            .to_string();
+        if !value.is_empty() && !looks_like_host_port(&value) {
+            self.error(address, format!("`{written}` is not host:port"));
+        }
+        self.refuse_keys(
+            "an smtp destination",
+            &[
+                ("directory", doc.directory.as_ref()),
+                ("file_name", doc.file_name.as_ref()),
+                ("ack_timeout", doc.ack_timeout.as_ref()),
+            ],
+        );
+        let tls = match doc.tls.as_ref().map(|t| (t, t.as_str())) {
+            None | Some((_, "starttls")) => SmtpTls::StartTls,
+            Some((_, "tls")) => SmtpTls::Implicit,
+            Some((_, "none")) => SmtpTls::None,
+            Some((t, other)) => {
+                self.error(
+                    t,
+                    format!("unknown tls `{other}` (expected: starttls, tls, none)"),
+                );
+                SmtpTls::StartTls
+            }
+        };
+        // A file named but missing is reported now rather than at the first mail.
+        let file = |text: Option<&Text>, checker: &mut Self| -> Option<PathBuf> {
+            let text = text?;
+            let value = checker.value(text)?;
+            // `${VAR:-}` left empty: none.
+            if value.is_empty() {
+                return None;
+            }
+            let path = PathBuf::from(&value);
+            if !path.is_file() {
+                checker.error(text, format!("no file `{value}`"));
+            }
+            Some(path)
+        };
+        let client_certificate = file(doc.client_certificate.as_ref(), self);
+        let client_key = file(doc.client_key.as_ref(), self);
+        let ca_file = file(doc.ca_file.as_ref(), self);
+        if doc.client_certificate.is_some() != doc.client_key.is_some() {
+            self.error(
+                doc.client_certificate
+                    .as_ref()
+                    .or(doc.client_key.as_ref())
+                    .unwrap_or(&doc.kind),
+                "`client_certificate` and `client_key` go together",
+            );
+        }
+        if tls == SmtpTls::None && (doc.client_certificate.is_some() || doc.ca_file.is_some()) {
+            self.error(
+                doc.tls.as_ref().unwrap_or(&doc.kind),
+                "`tls: none` sends no certificate: remove it or the certificate files",
+            );
+        }
+        let username = doc.username.as_ref().and_then(|t| self.value(t));
+        let password = doc.password.as_ref().and_then(|t| self.value(t));
+        if doc.username.is_some() != doc.password.is_some() {
+            self.error(
+                doc.username
+                    .as_ref()
+                    .or(doc.password.as_ref())
+                    .unwrap_or(&doc.kind),
+                "`username` and `password` go together",
+            );
+        }
+        Some(SmtpConfig {
+            address: value,
+            tls,
+            client_certificate,
+            client_key,
+            ca_file,
+            username,
+            password,
+            connect_timeout: self.duration(doc.connect_timeout.as_ref(), Duration::from_secs(10)),
         })
     }
 
@@ -946,6 +1063,53 @@ impl Checker<'_> {
         policy
     }
 
+    /// The `mssante` transform: a store source's Communications as MSSanté mail.
+    fn mssante(
+        &mut self,
+        doc: &TransformDoc,
+        destinations: &[String],
+    ) -> Option<Arc<dyn Transform>> {
+        // A source that is itself wrong has said so already.
+        if self.content.is_some_and(|c| c != Content::Change) {
+            self.error(&doc.kind, "the `mssante` transform takes a store source");
+        }
+        if doc.routes.is_some() || doc.mappings.is_some() || doc.default.is_some() {
+            self.error(
+                &doc.kind,
+                "`routes`, `mappings` and `default` do not apply to the mssante transform",
+            );
+        }
+        let Some(sender) = &doc.sender else {
+            self.error(
+                &doc.kind,
+                "the mssante transform needs `sender`, the sending mailbox (box@domain)",
+            );
+            return None;
+        };
+        // Unset variable: the channel is paused; a placeholder keeps the rest checked.
+        let value = self
+            .value(sender)
+            .unwrap_or_else(|| "unset@invalid".to_string());
+        let sender = match value.parse() {
+            Ok(mailbox) => mailbox,
+            Err(e) => {
+                self.error(sender, format!("sender `{value}` is not a mailbox: {e}"));
+                return None;
+            }
+        };
+        let source_id = doc.source_id.as_ref().and_then(|t| self.value(t));
+        if let (Some(id), Some(text)) = (&source_id, &doc.source_id)
+            && !is_oid(id)
+        {
+            self.error(text, format!("source_id `{id}` is not an OID"));
+        }
+        Some(Arc::new(Mssante {
+            sender,
+            source_id,
+            destinations: destinations.to_vec(),
+        }))
+    }
+
     fn transform(
         &mut self,
         doc: Option<&TransformDoc>,
@@ -970,6 +1134,27 @@ impl Checker<'_> {
                 destinations: destinations.to_vec(),
             }));
         };
+        if doc.kind.as_str() != "xds-provide" {
+            self.refuse_keys(
+                &format!("a {} transform", doc.kind.as_str()),
+                &[("repository", doc.repository.as_ref())],
+            );
+            if doc.vihf.is_some() {
+                self.error(
+                    &doc.kind,
+                    "`vihf` applies to the xds-provide transform only",
+                );
+            }
+        }
+        if !matches!(doc.kind.as_str(), "mssante" | "xds-provide") {
+            self.refuse_keys(
+                &format!("a {} transform", doc.kind.as_str()),
+                &[
+                    ("sender", doc.sender.as_ref()),
+                    ("source_id", doc.source_id.as_ref()),
+                ],
+            );
+        }
         if doc.kind.as_str() != "fhir" {
             self.refuse_keys(
                 &format!("a {} transform", doc.kind.as_str()),
@@ -1050,6 +1235,8 @@ impl Checker<'_> {
                 };
                 Some(Arc::new(VitalSigns::new(to, min_interval)))
             }
+            "mssante" => self.mssante(doc, destinations),
+            "xds-provide" => self.xds_provide(doc, destinations),
             _ if telemetry && doc.kind.as_str() != "pass-through" => {
                 self.error(
                     &doc.kind,
@@ -1140,7 +1327,7 @@ impl Checker<'_> {
             other => {
                 self.error(
                     &doc.kind,
-                    format!("unknown transform type `{other}` (expected: pass-through, route-by-message-type, mapping, fhir, vital-signs)"),
+                    format!("unknown transform type `{other}` (expected: pass-through, route-by-message-type, mapping, fhir, vital-signs, mssante, xds-provide)"),
                 );
                 None
             }
@@ -1169,6 +1356,13 @@ fn key_start(text: &str, line: usize, column: usize) -> (usize, usize) {
     (line, before[..key_at].chars().count() + 1)
 }
 
+fn is_oid(text: &str) -> bool {
+    !text.is_empty()
+        && text
+            .split('.')
+            .all(|arc| !arc.is_empty() && arc.chars().all(|c| c.is_ascii_digit()))
+}
+
 fn is_identifier(text: &str) -> bool {
     !text.is_empty()
         && text
@@ -1180,6 +1374,8 @@ fn is_identifier(text: &str) -> bool {
 fn looks_like_host_port(text: &str) -> bool {
     matches!(text.rsplit_once(':'), Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok())
 }
+
+mod xds;
 
 #[cfg(test)]
 mod tests {
@@ -1319,6 +1515,7 @@ destinations:
             subscription,
             include,
             start,
+            ..
         } = &c.source
         else {
             panic!("{:?}", c.source)
@@ -1364,6 +1561,16 @@ destinations:
                 "channels/lab.yaml:4:22: include `dispenseRequest..performer`: expected a path of element names, e.g. subject or dispenseRequest.performer"
             ]
         );
+        // `resolve()` goes on from the resources named so far, with a path on each side.
+        let chained = good.replace("dispenseRequest.performer", "basedOn.resolve().subject");
+        assert!(parse(Path::new("c.yaml"), &chained).is_ok(), "{chained}");
+        for half in [
+            "basedOn.resolve()",
+            "resolve().subject",
+            "basedOn.resolve().resolve().x",
+        ] {
+            assert_eq!(bad("dispenseRequest.performer", half).len(), 1, "{half}");
+        }
         assert_eq!(
             bad("start: beginning", "start: yesterday"),
             vec!["channels/lab.yaml:5:10: unknown start `yesterday` (expected: now, beginning)"]
@@ -1382,7 +1589,7 @@ destinations:
         );
         assert_eq!(
             bad("  start: beginning\n", "  starts: now\n")[0],
-            "channels/lab.yaml:5:3: unknown key `starts` (expected one of: type, address, charset, content, reply_timeout, directory, poll, topics, broker, client_id, subscription, include, start)"
+            "channels/lab.yaml:5:3: unknown key `starts` (expected one of: type, address, charset, content, reply_timeout, directory, poll, topics, broker, client_id, subscription, include, start, revinclude)"
         );
         assert!(
             bad("MedicationRequest^create", "MedicationRequest^A01")[0]
@@ -1409,7 +1616,7 @@ destinations:
         assert_eq!(
             errors(&bad),
             vec![
-                "channels/lab.yaml:16:11: unknown destination type `fil` (expected: file, mllp, fhir-store)"
+                "channels/lab.yaml:16:11: unknown destination type `fil` (expected: file, mllp, fhir-store, smtp, xds)"
             ]
         );
         let bad = GOOD.replace("field: MSH-4", "field: MSH4");
@@ -1517,6 +1724,96 @@ destinations:
         assert_eq!(
             loaded.channels[1].paused.as_deref(),
             Some("not configured: PASSERELLE_TEST_UNSET_ADDRESS not set")
+        );
+    }
+
+    #[test]
+    fn an_smtp_destination_and_the_mssante_transform_are_checked() {
+        let good = "source:\n  type: store\n  subscription: Communication\ntransform:\n  type: mssante\n  sender: Labo <labo@h.test>\ndestinations:\n  - id: mss\n    type: smtp\n    address: smtp.test:587\n";
+        let c = parse(Path::new("c.yaml"), good).unwrap();
+        let DestinationKind::Smtp(smtp) = &c.destinations[0].kind else {
+            panic!("{:?}", c.destinations[0].kind);
+        };
+        assert_eq!(
+            smtp.tls,
+            SmtpTls::StartTls,
+            "STARTTLS unless said otherwise"
+        );
+        assert_eq!(smtp.address, "smtp.test:587");
+        let url = parse(
+            Path::new("c.yaml"),
+            &good.replace("smtp.test:587", "smtp://smtp.test:587/"),
+        )
+        .unwrap();
+        assert!(
+            matches!(&url.destinations[0].kind, DestinationKind::Smtp(s) if s.address == "smtp.test:587"),
+            "{:?}",
+            url.destinations[0].kind
+        );
+        assert_eq!(c.transform.kind(), "mssante");
+
+        let bad = |from: &str, to: &str| errors(&good.replace(from, to));
+        let one = |e: Vec<String>, says: &str| {
+            assert!(
+                e.len() == 1 && e[0].contains(says),
+                "{e:?} should say {says}"
+            );
+        };
+        one(
+            bad("587\n", "587\n    tls: ssl\n"),
+            "11:10: unknown tls `ssl` (expected: starttls, tls, none)",
+        );
+        let missing = bad(
+            "587\n",
+            "587\n    client_certificate: /nowhere/cert.pem\n    client_key: /nowhere/key.pem\n",
+        );
+        assert_eq!(
+            missing,
+            [
+                "channels/lab.yaml:11:25: no file `/nowhere/cert.pem`",
+                "channels/lab.yaml:12:17: no file `/nowhere/key.pem`"
+            ]
+        );
+        one(
+            bad("587\n", "587\n    username: me\n"),
+            "`username` and `password` go together",
+        );
+        one(
+            bad("smtp.test:587", "smtp.test"),
+            "`smtp.test` is not host:port",
+        );
+        assert_eq!(
+            bad(
+                "type: smtp",
+                "type: file\n    directory: out\n    tls: none"
+            ),
+            [
+                "channels/lab.yaml:11:5: `tls` does not apply to a file destination",
+                "channels/lab.yaml:12:5: `address` does not apply to a file destination"
+            ]
+        );
+        one(
+            bad("Labo <labo@h.test>", "not a mailbox"),
+            "sender `not a mailbox` is not a mailbox",
+        );
+        one(bad("  sender: Labo <labo@h.test>\n", ""), "needs `sender`");
+        one(
+            bad(
+                "subscription: Communication",
+                "subscription: Communication\n  include: [payload.resolve()]",
+            ),
+            "include `payload.resolve()`",
+        );
+        let http = good.replace(
+            "  type: store\n  subscription: Communication",
+            "  type: http\n  content: fhir",
+        );
+        assert!(
+            errors(&http)
+                .iter()
+                .any(|e| e.contains("the `mssante` transform takes a store source")),
+            "{:?}",
+            errors(&http)
         );
     }
 

@@ -11,6 +11,8 @@ pub mod interpolate;
 pub mod load;
 pub mod retry;
 pub mod transform;
+pub mod xdm;
+pub mod xds;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -84,6 +86,9 @@ pub enum SourceConfig {
         /// Reference elements of the changed resource, as paths of element names
         /// (`dispenseRequest.performer`): their targets are read and added to the message.
         include: Vec<Vec<String>>,
+        /// `(Type, search parameter)`: the resources of that type whose parameter refers to
+        /// the changed or an included resource are added too (`Consent`, `patient`).
+        revinclude: Vec<(String, String)>,
         /// Where a new subscriber starts; once started, its durable cursor says.
         start: FeedStart,
     },

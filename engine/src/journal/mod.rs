@@ -156,6 +156,17 @@ async fn verify_key(conn: &mut SqliteConnection, cipher: &Cipher) -> Result<()> 
     Ok(())
 }
 
+/// An operation the writer has been given: [`Queued::committed`] waits for its commit.
+pub struct Queued<T>(oneshot::Receiver<Result<T>>);
+
+impl<T> Queued<T> {
+    pub async fn committed(self) -> Result<T> {
+        self.0
+            .await
+            .map_err(|_| anyhow!("journal writer stopped"))?
+    }
+}
+
 impl Journal {
     pub async fn open(url: &str, cipher: Arc<Cipher>) -> Result<Journal> {
         let options = connect_options(url)?;
@@ -202,18 +213,34 @@ impl Journal {
     }
 
     async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T>>) -> Op) -> Result<T> {
+        self.queue(make).await?.committed().await
+    }
+
+    /// Hands an operation to the writer; returns once it is queued.
+    async fn queue<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T>>) -> Op,
+    ) -> Result<Queued<T>> {
         let (tx, rx) = oneshot::channel();
         self.inner
             .ops
             .send_async(make(tx))
             .await
             .map_err(|_| anyhow!("journal writer stopped"))?;
-        rx.await.map_err(|_| anyhow!("journal writer stopped"))?
+        Ok(Queued(rx))
     }
 
     /// Commits a received message. Returns once it is on disk.
     pub async fn append(&self, message: NewMessage) -> Result<Appended> {
         self.call(|tx| Op::Append(Box::new(message), tx)).await
+    }
+
+    /// Queues a received message for the writer and returns at once, with the wait for its
+    /// commit. Messages queued one after the other are journaled in that order, and those
+    /// queued before the first wait share commits: a store source journals its batch of
+    /// changes so, in order and without a commit each.
+    pub async fn queue_append(&self, message: NewMessage) -> Result<Queued<Appended>> {
+        self.queue(|tx| Op::Append(Box::new(message), tx)).await
     }
 
     /// Records a message's processing: status, trace steps and outbox entries, atomically.

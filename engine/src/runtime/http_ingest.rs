@@ -9,12 +9,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::Runtime;
 use super::processor::{account, pipeline};
+use super::{ChannelRuntime, Runtime};
 use crate::channel::destination::{DestinationKind, Reply};
 use crate::channel::{Input, SourceConfig};
-use crate::journal::{NewMessage, Status, TraceStep, now_micros};
-use crate::metrics::ChannelStats;
+use crate::journal::{Appended, NewMessage, Queued, Status, TraceStep, now_micros};
 
 /// Who sent a message.
 pub struct Sender {
@@ -55,15 +54,65 @@ pub async fn receive(
     raw: Vec<u8>,
     sender: Sender,
 ) -> Intake {
+    match prepare(runtime, channel, raw, sender) {
+        Ok(prepared) => prepared.queue(runtime).await.finish(runtime).await,
+        Err(intake) => intake,
+    }
+}
+
+/// A message through its channel's checks and pipeline, not journaled yet. Receiving is
+/// `prepare`, [`Prepared::queue`], [`Journaling::finish`]; a store source queues a whole
+/// batch before it waits, so that the batch shares its commits and keeps its order.
+pub(super) struct Prepared {
+    rt: Arc<ChannelRuntime>,
+    message: NewMessage,
+    started: Instant,
+    verdict: Verdict,
+}
+
+enum Verdict {
+    /// Refused (journaled with the reason), and what the sender is answered.
+    Refused(Reply),
+    Accepted {
+        status: Status,
+        error: Option<String>,
+        destinations: Vec<String>,
+        wait: Option<Duration>,
+        single: bool,
+    },
+}
+
+/// A prepared message handed to the journal writer.
+pub(super) struct Journaling {
+    rt: Arc<ChannelRuntime>,
+    started: Instant,
+    verdict: Verdict,
+    queued: anyhow::Result<Queued<Appended>>,
+}
+
+/// Parses and checks a message and runs its channel's pipeline (CPU work, committed with the
+/// message in one write, as for MLLP). Err: the channel cannot take messages now.
+pub(super) fn prepare(
+    runtime: &Arc<Runtime>,
+    channel: &str,
+    raw: Vec<u8>,
+    sender: Sender,
+) -> Result<Prepared, Intake> {
     let started = Instant::now();
     let Some(rt) = runtime.channel(channel).filter(|c| c.is_running()) else {
-        return Intake::Unavailable(format!("channel {channel} is not running"));
+        return Err(Intake::Unavailable(format!(
+            "channel {channel} is not running"
+        )));
     };
     // An HTTP sender waits for the store's answer; a file or a store change is not waited for.
     let reply_timeout = match rt.channel.source {
         SourceConfig::Http { reply_timeout, .. } => Some(reply_timeout),
         SourceConfig::File { .. } | SourceConfig::Store { .. } => None,
-        _ => return Intake::Unavailable(format!("channel {channel} takes no documents")),
+        _ => {
+            return Err(Intake::Unavailable(format!(
+                "channel {channel} takes no documents"
+            )));
+        }
     };
     let content = rt.channel.source.content();
     let record = |raw: Vec<u8>, status: Status, input: Option<&Input<'_>>| NewMessage {
@@ -82,6 +131,15 @@ pub async fn receive(
         receive_us: started.elapsed().as_micros() as i64,
         outcome: None,
     };
+    let refused = |message: NewMessage, reply: Reply| Prepared {
+        rt: rt.clone(),
+        message: NewMessage {
+            error: Some(diagnostics(&reply.body)),
+            ..message
+        },
+        started,
+        verdict: Verdict::Refused(reply),
+    };
     let parse_at = now_micros();
     let input = match content.parse(&raw) {
         Ok(input) => input,
@@ -90,13 +148,12 @@ pub async fn receive(
                 status: 400,
                 body: passerelle_fhir::error::operation_outcome("error", "structure", &e, None),
             };
-            let message = record(raw.clone(), Status::Rejected, None);
-            return reject(runtime, &rt.stats, message, reply).await;
+            return Ok(refused(record(raw.clone(), Status::Rejected, None), reply));
         }
     };
     if let Err(reply) = check(&input) {
         let message = record(raw.clone(), Status::Rejected, Some(&input));
-        return reject(runtime, &rt.stats, message, reply).await;
+        return Ok(refused(message, reply));
     }
     let parsed = TraceStep::new(
         "parse",
@@ -104,7 +161,6 @@ pub async fn receive(
         started.elapsed().as_micros() as i64,
         "ok",
     );
-    // As for MLLP: the pipeline is CPU work, committed with the message in one write.
     let outcome = pipeline(&rt.channel, &rt.stats, &input, parsed);
     let (status, error) = (outcome.status, outcome.error.clone());
     let destinations: Vec<String> = outcome
@@ -112,66 +168,105 @@ pub async fn receive(
         .iter()
         .map(|o| o.destination.clone())
         .collect();
+    let answers = rt
+        .channel
+        .destinations
+        .iter()
+        .any(|d| destinations.contains(&d.id) && matches!(d.kind, DestinationKind::FhirStore));
     let message = NewMessage {
         outcome: Some(outcome),
         ..record(raw.clone(), Status::Received, Some(&input))
     };
     let single = is_single(&input);
     drop(input);
-    match runtime.journal().append(message).await {
-        Ok(appended) => {
-            rt.stats.received.fetch_add(1, Relaxed);
-            rt.stats.acked.fetch_add(1, Relaxed);
-            rt.stats.ack_latency.observe(started.elapsed());
-            if let Some(of) = appended.duplicate_of {
-                rt.stats.duplicates.fetch_add(1, Relaxed);
-                return Intake::Duplicate {
-                    id: appended.id,
-                    of,
-                };
-            }
-            account(&rt.stats, status, destinations.len());
-            runtime.wake_outboxes(channel, &destinations);
-            let answers = rt.channel.destinations.iter().any(|d| {
-                destinations.contains(&d.id) && matches!(d.kind, DestinationKind::FhirStore)
-            });
-            Intake::Accepted {
-                id: appended.id,
-                status,
-                error,
-                wait: reply_timeout.filter(|_| answers),
-                single,
-            }
-        }
-        Err(e) => {
-            tracing::error!(%channel, error = %e, "journal append failed");
-            Intake::Unavailable(format!("the message could not be stored: {e}"))
+    Ok(Prepared {
+        rt: rt.clone(),
+        message,
+        started,
+        verdict: Verdict::Accepted {
+            status,
+            error,
+            destinations,
+            wait: reply_timeout.filter(|_| answers),
+            single,
+        },
+    })
+}
+
+impl Prepared {
+    /// Hands the message to the journal writer, in the order of the calls.
+    pub(super) async fn queue(self, runtime: &Runtime) -> Journaling {
+        Journaling {
+            rt: self.rt,
+            started: self.started,
+            verdict: self.verdict,
+            queued: runtime.journal().queue_append(self.message).await,
         }
     }
 }
 
-/// Journals a refused message with the reason, and says so.
-async fn reject(
-    runtime: &Runtime,
-    stats: &ChannelStats,
-    message: NewMessage,
-    reply: Reply,
-) -> Intake {
-    let message = NewMessage {
-        error: Some(diagnostics(&reply.body)),
-        ..message
-    };
-    let channel = message.channel.clone();
-    let id = match runtime.journal().append(message).await {
-        Ok(a) => Some(a.id),
-        Err(e) => {
-            tracing::error!(%channel, error = %e, "cannot journal a rejected message");
-            None
+impl Journaling {
+    /// Waits for the commit, then counts the message and wakes its outboxes.
+    pub(super) async fn finish(self, runtime: &Runtime) -> Intake {
+        let Journaling {
+            rt,
+            started,
+            verdict,
+            queued,
+        } = self;
+        let channel = rt.channel.id.as_str();
+        let appended = match queued {
+            Ok(queued) => queued.committed().await,
+            Err(e) => Err(e),
+        };
+        match verdict {
+            Verdict::Refused(reply) => {
+                let id = match appended {
+                    Ok(a) => Some(a.id),
+                    Err(e) => {
+                        tracing::error!(%channel, error = %e, "cannot journal a rejected message");
+                        None
+                    }
+                };
+                rt.stats.received.fetch_add(1, Relaxed);
+                rt.stats.rejected.fetch_add(1, Relaxed);
+                Intake::Rejected { id, reply }
+            }
+            Verdict::Accepted {
+                status,
+                error,
+                destinations,
+                wait,
+                single,
+            } => match appended {
+                Ok(appended) => {
+                    rt.stats.received.fetch_add(1, Relaxed);
+                    rt.stats.acked.fetch_add(1, Relaxed);
+                    rt.stats.ack_latency.observe(started.elapsed());
+                    if let Some(of) = appended.duplicate_of {
+                        rt.stats.duplicates.fetch_add(1, Relaxed);
+                        return Intake::Duplicate {
+                            id: appended.id,
+                            of,
+                        };
+                    }
+                    account(&rt.stats, status, destinations.len());
+                    runtime.wake_outboxes(channel, &destinations);
+                    Intake::Accepted {
+                        id: appended.id,
+                        status,
+                        error,
+                        wait,
+                        single,
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(%channel, error = %e, "journal append failed");
+                    Intake::Unavailable(format!("the message could not be stored: {e}"))
+                }
+            },
         }
-    };
-    stats.received.fetch_add(1, Relaxed);
-    stats.rejected.fetch_add(1, Relaxed);
-    Intake::Rejected { id, reply }
+    }
 }
 
 /// One resource, rather than a Bundle carrying resources (a document Bundle is one).

@@ -395,6 +395,17 @@ pub async fn matching(
     t: &str,
     criteria: &str,
 ) -> FhirResult<Vec<Stored>> {
+    matching_at_most(store, conn, t, criteria, 2).await
+}
+
+/// The resources of type `t` matching `criteria`, at most `count`.
+pub async fn matching_at_most(
+    store: &Store,
+    conn: &mut AnyConnection,
+    t: &str,
+    criteria: &str,
+    count: i64,
+) -> FhirResult<Vec<Stored>> {
     let pairs: Vec<(String, String)> = form_urlencoded::parse(criteria.as_bytes())
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();
@@ -404,7 +415,7 @@ pub async fn matching(
         )));
     }
     let mut q = parse::parse(t, &pairs, true)?;
-    q.count = 2;
+    q.count = count;
     q.includes.clear();
     q.revincludes.clear();
     Ok(run(store, conn, &q).await?.matches)

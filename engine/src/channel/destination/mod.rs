@@ -4,6 +4,11 @@
 mod fhir_store;
 mod file;
 mod mllp;
+mod smtp;
+mod xds;
+
+pub use smtp::{SmtpConfig, SmtpTls};
+pub use xds::{Tls as XdsTls, XdsConfig};
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -35,6 +40,10 @@ pub enum DestinationKind {
     },
     /// The engine's FHIR store: the payload is a transaction Bundle.
     FhirStore,
+    /// SMTP submission of a complete mail (the payload).
+    Smtp(SmtpConfig),
+    /// An IHE XDS.b repository (the DMP): ITI-41 requests over HTTP(S).
+    Xds(XdsConfig),
 }
 
 impl DestinationKind {
@@ -43,6 +52,8 @@ impl DestinationKind {
             DestinationKind::File { .. } => "file",
             DestinationKind::Mllp { .. } => "mllp",
             DestinationKind::FhirStore => "fhir-store",
+            DestinationKind::Smtp(_) => "smtp",
+            DestinationKind::Xds(_) => "xds",
         }
     }
 }
@@ -144,6 +155,8 @@ pub fn build(config: &DestinationConfig, services: &Services) -> Arc<dyn Destina
             directory.clone(),
             file_name.clone(),
         )),
+        DestinationKind::Smtp(smtp) => Arc::new(smtp::SmtpDestination::new(smtp.clone())),
+        DestinationKind::Xds(xds) => Arc::new(xds::XdsDestination::new(xds)),
         DestinationKind::Mllp {
             address,
             ack_timeout,

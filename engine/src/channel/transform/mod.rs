@@ -4,10 +4,12 @@
 
 mod fhir;
 mod mapping;
+mod mssante;
 pub mod telemetry;
 
 pub use fhir::FhirIntake;
 pub use mapping::MapToFhir;
+pub use mssante::Mssante;
 pub use telemetry::VitalSigns;
 
 use super::Input;
