@@ -141,8 +141,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let mut conn = open_db(&common).await?;
             let issued = token::issue(&mut conn, &name, &scopes).await?;
             eprintln!(
-                "token {} issued for {name}; it is shown once, keep it safe",
-                issued.id
+                "token {} issued for {name}; it is shown once, keep it safe \
+                 (as OAuth2 client credentials: client_id {}, client_secret the token)",
+                issued.id, issued.id
             );
             out(format_args!("{}", issued.token));
         }

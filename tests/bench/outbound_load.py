@@ -189,11 +189,13 @@ class Prescriber:
             self._transaction(self._entries(1))
 
 
-def latencies(engine: Engine, sample: int, after: int = 0) -> list[float]:
-    """Store change -> delivered, in ms, for `sample` orders journaled after message `after`."""
+def latencies(engine: Engine, sample: int, after: int = 0, channel: str = CHANNEL,
+              step: str = "destination:pharmacy") -> list[float]:
+    """Store change -> delivered, in ms, for `sample` messages of `channel` journaled after
+    message `after`: from the commit time the notification carries to the end of `step`."""
     items, cursor = [], None
     while True:
-        page = engine.api(f"/api/messages?channel={CHANNEL}&limit=1000" + (f"&cursor={cursor}" if cursor else ""))
+        page = engine.api(f"/api/messages?channel={channel}&limit=1000" + (f"&cursor={cursor}" if cursor else ""))
         items += [m for m in page["items"] if m["id"] > after]
         cursor = page.get("next_cursor")
         if not cursor:
@@ -202,14 +204,15 @@ def latencies(engine: Engine, sample: int, after: int = 0) -> list[float]:
     for m in items[::max(1, len(items) // sample)]:
         detail = engine.message(m["id"])
         changed = iso_seconds(json.loads(detail["raw"])["timestamp"])
-        [step] = [s for s in detail["trace"] if s["step"] == "destination:pharmacy"]
-        delivered = iso_seconds(step["at"]) + step["duration_us"] / 1e6
+        # The last delivery: a message is delivered once, unless reprocessed.
+        done = [s for s in detail["trace"] if s["step"] == step][-1]
+        delivered = iso_seconds(done["at"]) + done["duration_us"] / 1e6
         out.append((delivered - changed) * 1000)
     return sorted(out)
 
 
-def last_message_id(engine: Engine) -> int:
-    items = engine.api(f"/api/messages?channel={CHANNEL}&limit=1")["items"]
+def last_message_id(engine: Engine, channel: str = CHANNEL) -> int:
+    items = engine.api(f"/api/messages?channel={channel}&limit=1")["items"]
     return items[0]["id"] if items else 0
 
 

@@ -307,6 +307,9 @@ BUNDLED_UNCONFIGURED = {
                          "PASSERELLE_MSSANTE_FROM",
     # The DMP's repository and the OID of the hospital's sending system.
     "dmp-documents": "PASSERELLE_DMP_XDS, PASSERELLE_DMP_SOURCE_OID",
+    # The clinic's Organization (in the subscription), its FHIR server, and the system of
+    # the identifiers made from this store's ids.
+    "clinic-referrals": "PASSERELLE_CLINIC_ORG, PASSERELLE_CLINIC_FHIR, PASSERELLE_IDENTIFIER_SYSTEM",
 }
 
 

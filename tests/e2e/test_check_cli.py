@@ -35,7 +35,7 @@ RETRY_KEYS = "max_attempts, initial_backoff, max_backoff, multiplier, jitter"
 # id: (text in GOOD, replacement, the token the error points at, message or its start)
 BROKEN = {
     "unknown-destination-type": ("type: file", "type: fil", "fil",
-                                 "unknown destination type `fil` (expected: file, mllp, fhir-store, smtp, xds)"),
+                                 "unknown destination type `fil` (expected: file, mllp, fhir-store, fhir, smtp, xds)"),
     "invalid-field-path": ("field: MSH-4", "field: MSH4", "MSH4", 'invalid path "MSH4"'),
     "unknown-key": ("initial_backoff: 2s", "initial_backof: 2s", "initial_backof",
                     f"unknown key `initial_backof` (expected one of: {RETRY_KEYS})"),
@@ -140,7 +140,7 @@ def test_several_problems_of_one_file_are_all_reported(tmp_path):
     out = run("check", "--channels", str(path.parent), cwd=tmp_path)
     assert out.returncode != 0
     assert sorted(out.stdout.splitlines()) == sorted([
-        "{}:{}:{}: unknown destination type `fil` (expected: file, mllp, fhir-store, smtp, xds)".format(path, *position(text, "type: fil", "fil")),
+        "{}:{}:{}: unknown destination type `fil` (expected: file, mllp, fhir-store, fhir, smtp, xds)".format(path, *position(text, "type: fil", "fil")),
         "{}:{}:{}: `soon` is not a duration like 500ms, 30s, 5m".format(path, *position(text, "initial_backoff: soon", "soon")),
     ])
 

@@ -24,6 +24,7 @@ impl TokenCache {
     async fn check(
         &self,
         pool: &sqlx::SqlitePool,
+        cipher: &crate::crypto::Cipher,
         token: &str,
     ) -> anyhow::Result<Option<Principal>> {
         if let Some((p, at)) = self.entries.lock().expect("token cache").get(token)
@@ -31,7 +32,7 @@ impl TokenCache {
         {
             return Ok(Some(p.clone()));
         }
-        let found = verify(pool, token).await?;
+        let found = verify(pool, cipher, token).await?;
         if let Some(p) = &found {
             let mut entries = self.entries.lock().expect("token cache");
             entries.retain(|_, (_, at)| at.elapsed() < TTL);
@@ -69,7 +70,11 @@ pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Princ
     };
     match state
         .tokens
-        .check(state.runtime.journal().reader(), token)
+        .check(
+            state.runtime.journal().reader(),
+            state.runtime.journal().cipher(),
+            token,
+        )
         .await
     {
         Ok(Some(principal)) => Ok(principal),

@@ -7,6 +7,7 @@ pub mod fhir;
 mod inbound;
 mod mappings;
 mod messages;
+mod oauth;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -65,6 +66,8 @@ pub fn router(state: Arc<AppState>) -> Router {
             state.clone(),
             auth::require_token,
         ))
+        // Authenticated by the client's own credentials (OAuth2 client credentials grant).
+        .route("/oauth/token", post(oauth::token))
         // Authenticated by its FHIR request context: refusals are OperationOutcomes.
         .route(
             "/inbound/{channel}",

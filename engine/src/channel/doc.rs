@@ -101,6 +101,13 @@ pub struct TransformDoc {
     pub repository: Option<Text>,
     /// For `xds-provide`: the VIHF (the DMP's SAML assertion) or what to build it with.
     pub vihf: Option<VihfDoc>,
+    /// For `fhir-transaction`: the system of the identifiers made from this store's ids.
+    pub identifier_system: Option<Text>,
+    /// For `fhir-transaction`: resource types sent as conditional updates (besides the
+    /// changed resource's type).
+    pub upsert: Option<Vec<Text>>,
+    /// For `cda-document`: the CI-SIS document written (`cr-bio`).
+    pub volet: Option<Text>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -167,6 +174,13 @@ pub struct DestinationDoc {
     pub url: Option<Text>,
     /// `xds`: how long the whole exchange may take, answer included (default 60s).
     pub timeout: Option<Text>,
+    /// `fhir`: a bearer token sent as it is.
+    pub token: Option<Text>,
+    /// `fhir`: OAuth2 client credentials: the token endpoint, the client, the scope asked.
+    pub token_url: Option<Text>,
+    pub client_id: Option<Text>,
+    pub client_secret: Option<Text>,
+    pub scope: Option<Text>,
     pub retry: Option<RetryDoc>,
 }
 

@@ -434,14 +434,15 @@ impl Checker<'_> {
             return None;
         };
         let mut ok = true;
-        if let Err(e) = passerelle_fhir::feed::parse_criteria(subscription.as_str()) {
+        // `${VAR}` allowed (the partner's organisation identifier): unset, the channel is
+        // paused and the criteria are checked once it is set.
+        let criteria = self.value(subscription);
+        if let Some(criteria) = &criteria
+            && let Err(e) = passerelle_fhir::feed::parse_criteria(criteria)
+        {
             self.error(
                 subscription,
-                format!(
-                    "subscription `{}`: {}",
-                    subscription.as_str(),
-                    e.diagnostics
-                ),
+                format!("subscription `{criteria}`: {}", e.diagnostics),
             );
             ok = false;
         }
@@ -482,7 +483,7 @@ impl Checker<'_> {
         };
         let revinclude = self.revinclude(doc.revinclude.as_deref().unwrap_or_default());
         (ok && revinclude.is_some()).then(|| SourceConfig::Store {
-            subscription: subscription.as_str().to_string(),
+            subscription: criteria.unwrap_or_else(|| subscription.as_str().to_string()),
             include,
             revinclude: revinclude.unwrap_or_default(),
             start,
@@ -822,7 +823,19 @@ impl Checker<'_> {
 
     fn destination(&mut self, doc: &DestinationDoc) -> Option<DestinationConfig> {
         let retry = self.retry(doc.retry.as_ref());
-        if doc.kind.as_str() != "smtp" {
+        if !matches!(doc.kind.as_str(), "fhir") {
+            self.refuse_keys(
+                &format!("a {} destination", doc.kind.as_str()),
+                &[
+                    ("token", doc.token.as_ref()),
+                    ("token_url", doc.token_url.as_ref()),
+                    ("client_id", doc.client_id.as_ref()),
+                    ("client_secret", doc.client_secret.as_ref()),
+                    ("scope", doc.scope.as_ref()),
+                ],
+            );
+        }
+        if !matches!(doc.kind.as_str(), "smtp" | "xds" | "fhir") {
             self.refuse_keys(
                 &format!("a {} destination", doc.kind.as_str()),
                 &[
@@ -838,6 +851,7 @@ impl Checker<'_> {
         let kind = match doc.kind.as_str() {
             "smtp" => DestinationKind::Smtp(self.smtp_destination(doc)?),
             "xds" => DestinationKind::Xds(self.xds_destination(doc)?),
+            "fhir" => DestinationKind::Fhir(self.fhir_destination(doc)?),
             "file" => {
                 let Some(dir) = &doc.directory else {
                     self.error(&doc.kind, "a file destination needs `directory`");
@@ -905,7 +919,7 @@ impl Checker<'_> {
                 self.error(
                     &doc.kind,
                     format!(
-                        "unknown destination type `{other}` (expected: file, mllp, fhir-store, smtp, xds)"
+                        "unknown destination type `{other}` (expected: file, mllp, fhir-store, fhir, smtp, xds)"
                     ),
                 );
                 return None;
@@ -1146,6 +1160,15 @@ impl Checker<'_> {
                 );
             }
         }
+        if doc.kind.as_str() != "fhir-transaction" {
+            self.refuse_keys(
+                &format!("a {} transform", doc.kind.as_str()),
+                &[
+                    ("identifier_system", doc.identifier_system.as_ref()),
+                    ("upsert", doc.upsert.as_ref().and_then(|l| l.first())),
+                ],
+            );
+        }
         if !matches!(doc.kind.as_str(), "mssante" | "xds-provide") {
             self.refuse_keys(
                 &format!("a {} transform", doc.kind.as_str()),
@@ -1237,6 +1260,8 @@ impl Checker<'_> {
             }
             "mssante" => self.mssante(doc, destinations),
             "xds-provide" => self.xds_provide(doc, destinations),
+            "cda-document" => self.cda_document(doc, destinations),
+            "fhir-transaction" => self.fhir_transaction(doc, destinations),
             _ if telemetry && doc.kind.as_str() != "pass-through" => {
                 self.error(
                     &doc.kind,
@@ -1327,7 +1352,7 @@ impl Checker<'_> {
             other => {
                 self.error(
                     &doc.kind,
-                    format!("unknown transform type `{other}` (expected: pass-through, route-by-message-type, mapping, fhir, vital-signs, mssante, xds-provide)"),
+                    format!("unknown transform type `{other}` (expected: pass-through, route-by-message-type, mapping, fhir, fhir-transaction, vital-signs, mssante, xds-provide)"),
                 );
                 None
             }
@@ -1375,6 +1400,9 @@ fn looks_like_host_port(text: &str) -> bool {
     matches!(text.rsplit_once(':'), Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok())
 }
 
+mod cda_document;
+mod fhir_rest;
+mod http;
 mod xds;
 
 #[cfg(test)]
@@ -1616,7 +1644,7 @@ destinations:
         assert_eq!(
             errors(&bad),
             vec![
-                "channels/lab.yaml:16:11: unknown destination type `fil` (expected: file, mllp, fhir-store, smtp, xds)"
+                "channels/lab.yaml:16:11: unknown destination type `fil` (expected: file, mllp, fhir-store, fhir, smtp, xds)"
             ]
         );
         let bad = GOOD.replace("field: MSH-4", "field: MSH4");

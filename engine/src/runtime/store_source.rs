@@ -239,14 +239,24 @@ async fn included(store: &Store, focus: &Value, include: &[Vec<String>]) -> Fhir
 
 /// The resources of each `revinclude` `(Type, parameter)` whose parameter refers to the
 /// changed resource or an included one (a patient's consents), each once and at most
-/// [`REVINCLUDE_MAX`] per target.
+/// [`REVINCLUDE_MAX`] per target, the most recently changed.
 async fn referring(
     store: &Store,
     focus: &Value,
     included: &[Value],
     revinclude: &[(String, String)],
 ) -> FhirResult<Vec<Value>> {
-    let mut seen = HashSet::new();
+    // A resource both included and referring (a referral's reason, also the patient's
+    // condition) is in the message once.
+    let mut seen: HashSet<(String, String)> = std::iter::once(focus)
+        .chain(included)
+        .filter_map(|r| {
+            Some((
+                r["resourceType"].as_str()?.to_string(),
+                r["id"].as_str()?.to_string(),
+            ))
+        })
+        .collect();
     let mut found = Vec::new();
     let targets: Vec<String> = std::iter::once(focus)
         .chain(included)
@@ -263,6 +273,8 @@ async fn referring(
             let pairs = vec![
                 (param.clone(), target.clone()),
                 ("_count".to_string(), REVINCLUDE_MAX.to_string()),
+                // The most recent first: a referral takes the patient's recent results.
+                ("_sort".to_string(), "-_lastUpdated".to_string()),
             ];
             let query = passerelle_fhir::search::parse::parse(t, &pairs, false)?;
             for hit in store.search(&query).await?.matches {

@@ -1,14 +1,18 @@
 //! Destinations: where a channel delivers. One trait, one module per kind; each destination
 //! has its own durable outbox in the journal (see `runtime::outbox`).
 
+mod fhir_rest;
 mod fhir_store;
 mod file;
+mod http;
 mod mllp;
 mod smtp;
 mod xds;
 
+pub use fhir_rest::{Auth as FhirAuth, FhirRestConfig};
+pub use http::Tls as HttpTls;
 pub use smtp::{SmtpConfig, SmtpTls};
-pub use xds::{Tls as XdsTls, XdsConfig};
+pub use xds::XdsConfig;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -44,6 +48,8 @@ pub enum DestinationKind {
     Smtp(SmtpConfig),
     /// An IHE XDS.b repository (the DMP): ITI-41 requests over HTTP(S).
     Xds(XdsConfig),
+    /// Another FHIR server (the partner clinic's): the payload, a Bundle, POSTed over HTTP(S).
+    Fhir(FhirRestConfig),
 }
 
 impl DestinationKind {
@@ -54,6 +60,7 @@ impl DestinationKind {
             DestinationKind::FhirStore => "fhir-store",
             DestinationKind::Smtp(_) => "smtp",
             DestinationKind::Xds(_) => "xds",
+            DestinationKind::Fhir(_) => "fhir",
         }
     }
 }
@@ -157,6 +164,7 @@ pub fn build(config: &DestinationConfig, services: &Services) -> Arc<dyn Destina
         )),
         DestinationKind::Smtp(smtp) => Arc::new(smtp::SmtpDestination::new(smtp.clone())),
         DestinationKind::Xds(xds) => Arc::new(xds::XdsDestination::new(xds)),
+        DestinationKind::Fhir(fhir) => Arc::new(fhir_rest::FhirRestDestination::new(fhir)),
         DestinationKind::Mllp {
             address,
             ack_timeout,

@@ -12,9 +12,9 @@
 //! | no answer, timeout, HTTP 5xx/408/429 without SOAP | retried |
 //! | other HTTP status without SOAP | dead letter |
 
-use std::path::PathBuf;
 use std::time::Duration;
 
+use super::http::{Tls, client};
 use super::{Delivered, DeliveryError, DeliveryFuture, Destination};
 use crate::channel::xds::mtom::Framed;
 use crate::channel::xds::soap::{Outcome, classify};
@@ -31,16 +31,6 @@ pub struct XdsConfig {
     pub timeout: Duration,
 }
 
-/// The TLS material of the DMP's mutual TLS.
-#[derive(Debug, Clone, Default)]
-pub struct Tls {
-    /// Client certificate chain and its private key (PEM files).
-    pub certificate: Option<PathBuf>,
-    pub key: Option<PathBuf>,
-    /// Trusted roots for the repository's certificate (PEM), beside the system's.
-    pub ca: Option<PathBuf>,
-}
-
 pub struct XdsDestination {
     url: String,
     /// The client, or why it could not be built (a missing certificate file): every
@@ -55,39 +45,6 @@ impl XdsDestination {
             client: client(&config.tls, config.connect_timeout, config.timeout),
         }
     }
-}
-
-fn client(
-    tls: &Tls,
-    connect_timeout: Duration,
-    timeout: Duration,
-) -> Result<reqwest::Client, String> {
-    let read = |p: &PathBuf| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
-    let mut builder = reqwest::Client::builder()
-        .connect_timeout(connect_timeout)
-        .timeout(timeout)
-        .use_rustls_tls();
-    if let Some(ca) = &tls.ca {
-        let pem = read(ca)?;
-        for cert in reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|e| format!("{}: {e}", ca.display()))?
-        {
-            builder = builder.add_root_certificate(cert);
-        }
-    }
-    match (&tls.certificate, &tls.key) {
-        (Some(cert), Some(key)) => {
-            let mut pem = read(cert)?;
-            pem.push(b'\n');
-            pem.extend(read(key)?);
-            let identity = reqwest::Identity::from_pem(&pem)
-                .map_err(|e| format!("client certificate {}: {e}", cert.display()))?;
-            builder = builder.identity(identity);
-        }
-        (None, None) => {}
-        _ => return Err("`certificate` and `key` go together".into()),
-    }
-    builder.build().map_err(|e| format!("HTTP client: {e}"))
 }
 
 impl Destination for XdsDestination {

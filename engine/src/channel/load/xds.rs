@@ -3,10 +3,9 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use super::Checker;
-use crate::channel::destination::{XdsConfig, XdsTls};
+use crate::channel::destination::XdsConfig;
 use crate::channel::doc::{DestinationDoc, Text, TransformDoc};
 use crate::channel::transform::Transform;
 use crate::channel::xds::{XdsProvide, XdsSettings};
@@ -44,7 +43,7 @@ impl Checker<'_> {
     }
 
     /// A path value that must name an existing file (checked now, not at the first send).
-    fn existing_file(&mut self, text: Option<&Text>) -> Option<PathBuf> {
+    pub(super) fn existing_file(&mut self, text: Option<&Text>) -> Option<PathBuf> {
         let text = text?;
         let value = self.value(text)?;
         let path = PathBuf::from(&value);
@@ -55,46 +54,12 @@ impl Checker<'_> {
     }
 
     pub(super) fn xds_destination(&mut self, doc: &DestinationDoc) -> Option<XdsConfig> {
-        let Some(url) = &doc.url else {
-            self.error(
-                &doc.kind,
-                "an xds destination needs `url`, the repository's ITI-41 endpoint",
-            );
-            return None;
-        };
-        let value = self.value(url).unwrap_or_default();
-        if !(value.is_empty() || value.starts_with("http://") || value.starts_with("https://")) {
-            self.error(url, format!("`{value}` is not an http(s) URL"));
-        }
-        self.refuse_keys(
-            "an xds destination",
-            &[
-                ("address", doc.address.as_ref()),
-                ("directory", doc.directory.as_ref()),
-                ("file_name", doc.file_name.as_ref()),
-                ("ack_timeout", doc.ack_timeout.as_ref()),
-                ("tls", doc.tls.as_ref()),
-                ("username", doc.username.as_ref()),
-                ("password", doc.password.as_ref()),
-            ],
-        );
-        if doc.client_certificate.is_some() != doc.client_key.is_some() {
-            let at = doc.client_certificate.as_ref().or(doc.client_key.as_ref());
-            self.error(
-                at.unwrap_or(&doc.kind),
-                "`client_certificate` and `client_key` go together",
-            );
-        }
-        let tls = XdsTls {
-            certificate: self.existing_file(doc.client_certificate.as_ref()),
-            key: self.existing_file(doc.client_key.as_ref()),
-            ca: self.existing_file(doc.ca_file.as_ref()),
-        };
+        let http = self.http_destination(doc, "xds", "the repository's ITI-41 endpoint")?;
         Some(XdsConfig {
-            url: value,
-            tls,
-            connect_timeout: self.duration(doc.connect_timeout.as_ref(), Duration::from_secs(10)),
-            timeout: self.duration(doc.timeout.as_ref(), Duration::from_secs(60)),
+            url: http.url,
+            tls: http.tls,
+            connect_timeout: http.connect_timeout,
+            timeout: http.timeout,
         })
     }
 

@@ -2,12 +2,15 @@
 //! the mapping language in [`mapping`], FHIR intake in [`fhir`], device readings in
 //! [`telemetry`].
 
+pub mod cda_document;
 mod fhir;
+mod fhir_transaction;
 mod mapping;
 mod mssante;
 pub mod telemetry;
 
 pub use fhir::FhirIntake;
+pub use fhir_transaction::FhirTransaction;
 pub use mapping::MapToFhir;
 pub use mssante::Mssante;
 pub use telemetry::VitalSigns;

@@ -1,0 +1,95 @@
+//! The `cda-document` transform's keys: `volet` (the CI-SIS document written), on a store
+//! source.
+
+use std::sync::Arc;
+
+use super::Checker;
+use crate::channel::doc::TransformDoc;
+use crate::channel::transform::Transform;
+use crate::channel::transform::cda_document::{CdaDocument, Volet};
+
+impl Checker<'_> {
+    pub(super) fn cda_document(
+        &mut self,
+        doc: &TransformDoc,
+        destinations: &[String],
+    ) -> Option<Arc<dyn Transform>> {
+        if !matches!(self.content, Some(crate::channel::Content::Change)) {
+            self.error(
+                &doc.kind,
+                "the `cda-document` transform takes a store source (the resources a document is written from)",
+            );
+        }
+        let Some(volet) = &doc.volet else {
+            self.error(
+                &doc.kind,
+                "cda-document needs `volet`, the CI-SIS document to write (cr-bio)",
+            );
+            return None;
+        };
+        let value = self.value(volet)?;
+        let Some(parsed) = Volet::parse(&value) else {
+            self.error(volet, format!("unknown volet `{value}` (expected: cr-bio)"));
+            return None;
+        };
+        Some(Arc::new(CdaDocument {
+            volet: parsed,
+            destinations: destinations.to_vec(),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::channel::load::parse;
+
+    const GOOD: &str = "\
+id: lab-docs
+source:
+  type: store
+  subscription: DiagnosticReport?status=final
+  include: [subject, result, performer]
+transform:
+  type: cda-document
+  volet: cr-bio
+destinations:
+  - id: store
+    type: fhir-store
+";
+
+    fn errors(text: &str) -> Vec<String> {
+        match parse(std::path::Path::new("channels/lab-docs.yaml"), text) {
+            Ok(_) => Vec::new(),
+            Err(problems) => problems.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn a_cr_bio_channel_loads() {
+        assert_eq!(errors(GOOD), Vec::<String>::new());
+    }
+
+    #[test]
+    fn mistakes_are_reported_where_they_are() {
+        assert_eq!(
+            errors(&GOOD.replace("volet: cr-bio", "volet: cr-bi0")),
+            vec!["channels/lab-docs.yaml:8:10: unknown volet `cr-bi0` (expected: cr-bio)"]
+        );
+        assert_eq!(
+            errors(&GOOD.replace("  volet: cr-bio\n", "")),
+            vec![
+                "channels/lab-docs.yaml:7:9: cda-document needs `volet`, the CI-SIS document to write (cr-bio)"
+            ]
+        );
+        let http = GOOD.replace(
+            "  type: store\n  subscription: DiagnosticReport?status=final\n  include: [subject, result, performer]\n",
+            "  type: http\n  content: fhir\n",
+        );
+        assert_eq!(
+            errors(&http),
+            vec![
+                "channels/lab-docs.yaml:6:9: the `cda-document` transform takes a store source (the resources a document is written from)"
+            ]
+        );
+    }
+}
