@@ -72,7 +72,7 @@ def test_preview_maps_without_writing(engine):
     listed = engine.http("GET", "/api/mappings")[1]
     assert {m["id"] for m in listed} == {
         "adt", "oru", "orders", "pharmacy", "scheduling", "documents", "immunizations", "problems", "cda",
-        "pharmacy-rde"}
+        "pharmacy-rde", "pharmacy-omp"}
 
 
 def test_an_edited_mapping_is_used_without_a_restart_and_a_broken_one_is_refused(engine, mappings):

@@ -260,19 +260,20 @@ def test_the_pharmacy_dispense_comes_back_as_a_medication_dispense(engine, fhir,
     assert prescriptions_named(fhir, prescription) == {order["id"]}, prescription
 
 
-def rds_from(order: Received, filler: str) -> str:
+def rds_from(order: Received, filler: str, status: str = "", counter: int = 1, placer: str | None = None) -> str:
     """The pharmacy's RDS^O13 v2.5 for a received order: addressed back to its sender, the
     order's PID, ORC-2 (placer number) and RXR quoted as received, the pharmacy's filler
-    number in ORC-3, and RXD the dispense (RDS_O13 requires RXR after RXD)."""
+    number in ORC-3, the order status it reports in ORC-5 (table 0038), and RXD the dispense
+    number `counter` (RDS_O13 requires RXR after RXD)."""
     msh = order.raw.split("\r", 1)[0].split("|")
     now = datetime.datetime.now().strftime("%Y%m%d%H%M%S")
     segments = [
         "|".join(["MSH", msh[1], msh[4] or "PHARMA", msh[5], msh[2], msh[3], now, "",
-                  "RDS^O13^RDS_O13", "DISP-MSG-" + filler, "P", "2.5", "", "", "", "", "FRA", "UNICODE UTF-8"]),
+                  "RDS^O13^RDS_O13", f"DISP-MSG-{filler}-{counter}", "P", "2.5", "", "", "", "", "FRA", "UNICODE UTF-8"]),
         order.segment("PID"),
-        "|".join(["ORC", "RE", order.value("ORC-2"), f"{filler}^PHARMA^{DISPENSE_OID}^ISO"]),
+        "|".join(["ORC", "RE", placer or order.value("ORC-2"), f"{filler}^PHARMA^{DISPENSE_OID}^ISO", "", status]),
         # RXD-7, the prescription number, is required in 2.5: the placer's.
-        "|".join(["RXD", "1", order.value("RXE-2"), now, "30", "CPR^comprime", "", placer_number(order)]),
+        "|".join(["RXD", str(counter), order.value("RXE-2"), now, "30", "CPR^comprime", "", placer_number(order)]),
         order.segment("RXR") or "RXR|PO^oral^HL70162",
     ]
     return "\r".join(segments) + "\r"
@@ -288,3 +289,74 @@ def prescriptions_named(fhir: Fhir, reference: dict) -> set[str]:
     identifier = reference["identifier"]
     token = f"{identifier['system']}|{identifier['value']}" if identifier.get("system") else identifier["value"]
     return fhir.ids("MedicationRequest?identifier=" + urllib.parse.quote(token))
+
+
+def dispensed(engine: Engine, fhir: Fhir, filler: str, counter: int) -> dict:
+    """The MedicationDispense of an RDS once it is in the store: the message's transaction,
+    status patch included, has been applied."""
+    query = "MedicationDispense?identifier=" + urllib.parse.quote(f"urn:oid:{DISPENSE_OID}|{filler}-{counter}")
+    return engine.wait_for(lambda: fhir.search(query), TIMEOUT, f"the MedicationDispense {filler}-{counter}")[0]
+
+
+def test_the_order_status_the_pharmacy_reports_becomes_the_orders_and_is_not_sent_back(engine, fhir, pharmacy):
+    patient = new_patient(fhir)
+    order = new_order(fhir, patient)
+    received = wait_order(pharmacy, "NW")
+    settled(engine, sent=1)
+    filler = "DISP-" + uuid.uuid4().hex[:8]
+
+    # In process (IP): what the order says already: no new version, nothing to send.
+    message = rds_from(received, filler, status="IP", counter=1)
+    assert validate(message).valid, validate(message).errors
+    assert send_hl7(engine.mllp_port, message).code == "AA"
+    dispensed(engine, fhir, filler, 1)
+    assert fhir.ok("GET", f"/MedicationRequest/{order['id']}")["meta"]["versionId"] == "1"
+
+    # The last dispense completes it (CM): the order's status changes, nothing else of it.
+    assert send_hl7(engine.mllp_port, rds_from(received, filler, status="CM", counter=2)).code == "AA"
+    dispensed(engine, fhir, filler, 2)
+    now = fhir.ok("GET", f"/MedicationRequest/{order['id']}")
+    assert (now["status"], now["meta"]["versionId"]) == ("completed", "2"), now
+    assert now["dosageInstruction"] == order["dosageInstruction"], "the rest of the order kept"
+    assert now["medicationCodeableConcept"] == order["medicationCodeableConcept"]
+
+    # Not echoed: the change feed is in order, so once a later order has reached the
+    # pharmacy, a message for the completion would have been there before it.
+    later = new_order(fhir, patient)
+    engine.wait_for(lambda: len(orders(pharmacy, "NW")) == 2, TIMEOUT, "the second order")
+    assert [r.order_control for r in pharmacy.received] == ["NW", "NW"], pharmacy.control_ids()
+    assert placer_number(pharmacy.received[1]) in (later["identifier"][0]["value"], later["id"])
+
+
+def test_a_status_for_an_order_the_store_does_not_have_is_journaled_as_an_error(engine, fhir, pharmacy):
+    patient = new_patient(fhir)
+    new_order(fhir, patient)
+    received = wait_order(pharmacy, "NW")
+    filler = "DISP-" + uuid.uuid4().hex[:8]
+    message = rds_from(received, filler, status="DC", placer=f"RX-UNKNOWN^DPI^{ORDER_SYSTEM[8:]}^ISO")
+    # Journaled first, hence AA; the store refuses the transaction, naming the order.
+    assert send_hl7(engine.mllp_port, message).code == "AA"
+    journaled = engine.wait_message(f"DISP-MSG-{filler}-1", status="errored")
+    detail = engine.message(journaled["id"])
+    store = [s for s in detail["trace"] if "RX-UNKNOWN" in (s.get("detail") or "")]
+    assert store and "nothing to patch" in store[0]["detail"], detail["trace"]
+    assert fhir.search("MedicationDispense?identifier=" + urllib.parse.quote(f"urn:oid:{DISPENSE_OID}|{filler}-1")) == []
+
+
+def test_a_pharmacy_that_takes_omp_gets_omp_o09(workdir, pharmacy):
+    engine = Engine(workdir, ROOT / "channels",
+                    env={VARIABLE: pharmacy.address, "PASSERELLE_PHARMACY_MESSAGE": "omp"}).start()
+    try:
+        fhir = Fhir(engine, issue_token(engine, "system/*.*"))
+        patient = new_patient(fhir)
+        order = new_order(fhir, patient)
+        [sent] = pharmacy.wait_for(lambda p: p.of_type("OMP^O09"), TIMEOUT, "an OMP^O09")
+        assert sent.valid, f"not a valid HL7 2.5 OMP_O09: {sent.errors}\n{sent.raw}"
+        assert sent.message_type == "OMP^O09^OMP_O09"
+        assert sent.order_control == "NW"
+        assert placer_number(sent) in (order["identifier"][0]["value"], order["id"])
+        assert sent.value("RXO-1.1") == DOLIPRANE, sent.segment("RXO")
+        assert float(sent.value("RXO-11")) == 30, sent.segment("RXO")
+        assert pharmacy.of_type("RDE^O11") == []
+    finally:
+        engine.stop()

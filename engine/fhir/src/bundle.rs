@@ -577,11 +577,18 @@ async fn transaction_in(
                     Ok(written_response(&w, ret))
                 }
                 Method::Patch => {
-                    let (t, id, _) = split_url(&e.url)?;
-                    let id = id.ok_or_else(|| FhirError::invalid("PATCH needs Type/id"))?;
+                    let (t, id, query) = split_url(&e.url)?;
                     let patch = patch_document(e)?;
                     let expect = e.if_match.map_or(Expect::Any, Expect::Version);
-                    let w = tx.patch(&t, &id, &patch, expect).await?;
+                    let w = match (id, query) {
+                        (Some(id), _) => tx.patch(&t, &id, &patch, expect).await?,
+                        (None, Some(q)) => tx.conditional_patch(&t, &q, &patch, expect).await?,
+                        (None, None) => {
+                            return Err(FhirError::invalid(
+                                "PATCH needs Type/id or Type?criteria",
+                            ));
+                        }
+                    };
                     Ok(written_response(&w, ret))
                 }
                 Method::Delete => {

@@ -34,6 +34,22 @@ fn only_match(t: &str, criteria: &str, mut matches: Vec<Stored>) -> FhirResult<O
     }
 }
 
+/// Whether a patched body says what the current version says, its version and time aside.
+fn same_content(patched: &Value, current: Option<&Value>) -> bool {
+    let Some(current) = current else {
+        return false;
+    };
+    let bare = |v: &Value| {
+        let mut v = v.clone();
+        if let Some(meta) = v.get_mut("meta").and_then(Value::as_object_mut) {
+            meta.remove("versionId");
+            meta.remove("lastUpdated");
+        }
+        v
+    };
+    bare(patched) == bare(current)
+}
+
 impl WriteTx<'_> {
     /// Resources of `t` matching `criteria`, as this transaction sees them.
     pub async fn matching(&mut self, t: &str, criteria: &str) -> FhirResult<Vec<Stored>> {
@@ -150,7 +166,7 @@ impl WriteTx<'_> {
                 current.version
             )));
         }
-        let mut body = current.body.expect("read returns live resources");
+        let mut body = current.body.clone().expect("read returns live resources");
         if patch.get("resourceType").and_then(Value::as_str) == Some("Parameters") {
             crate::fhirpath_patch::apply(&mut body, patch)?;
         } else {
@@ -173,6 +189,14 @@ impl WriteTx<'_> {
                 "a patch may not change the resource's id or type",
             ));
         }
+        // A patch that changes nothing (a status the resource already has, sent again by a
+        // peer) makes no version: no change for the feed, nothing for a subscriber to send.
+        if same_content(&body, current.body.as_ref()) {
+            return Ok(Written {
+                stored: current,
+                created: false,
+            });
+        }
         let stored = self
             .put(t, id, body, "PATCH", Expect::Version(current.version))
             .await?;
@@ -180,6 +204,24 @@ impl WriteTx<'_> {
             stored,
             created: false,
         })
+    }
+
+    /// `PATCH [type]?criteria`: patches the one match; none is a 404 (FHIR's conditional
+    /// patch), several a 412.
+    pub async fn conditional_patch(
+        &mut self,
+        t: &str,
+        criteria: &str,
+        patch: &Value,
+        expect: Expect,
+    ) -> FhirResult<Written> {
+        let matches = self.matching(t, criteria).await?;
+        match only_match(t, criteria, matches)? {
+            Some(m) => self.patch(t, &m.id, patch, expect).await,
+            None => Err(FhirError::not_found(format!(
+                "no {t} matches {criteria}: nothing to patch"
+            ))),
+        }
     }
 
     /// `DELETE [type]?criteria`: deletes the one match (several: 412).

@@ -287,6 +287,55 @@ async fn conditional_criteria_resolve_earlier_entries() {
     }
 }
 
+/// A peer's status update: a conditional PATCH (a JSON Patch in a Binary, as a transaction
+/// carries it) sets the status of the one order with the identifier and leaves the rest; the
+/// same status again makes no version; an unknown identifier fails with a 404.
+#[tokio::test]
+async fn conditional_patch_sets_what_it_says_and_only_once() {
+    use base64::Engine;
+    for (_dir, store) in stores().await {
+        let order = json!({"resourceType": "MedicationRequest", "status": "active", "intent": "order",
+                           "identifier": [{"system": "urn:placer", "value": "RX-1"}],
+                           "subject": {"display": "Durand"},
+                           "medicationCodeableConcept": {"text": "paracetamol"}});
+        let id = store
+            .create("MedicationRequest", order, None)
+            .await
+            .unwrap()
+            .stored
+            .id;
+        let complete = async |placer: &str| {
+            let patch = json!([{"op": "add", "path": "/status", "value": "completed"}]);
+            let bundle = tx_bundle(vec![json!({
+                "resource": {"resourceType": "Binary", "contentType": "application/json-patch+json",
+                             "data": base64::engine::general_purpose::STANDARD.encode(patch.to_string())},
+                "request": {"method": "PATCH", "url": format!("MedicationRequest?identifier=urn:placer|{placer}")}})]);
+            bundle::process(&store, &bundle, bundle::Return::Minimal).await
+        };
+        complete("RX-1").await.unwrap();
+        let now = store.read("MedicationRequest", &id).await.unwrap();
+        let body = now.body.unwrap();
+        assert_eq!(
+            (now.version, body["status"].as_str()),
+            (2, Some("completed"))
+        );
+        assert_eq!(
+            body["medicationCodeableConcept"]["text"], "paracetamol",
+            "the rest kept"
+        );
+        complete("RX-1").await.unwrap();
+        let again = store.read("MedicationRequest", &id).await.unwrap();
+        assert_eq!(again.version, 2, "nothing changed: no version");
+        let err = complete("RX-404").await.unwrap_err();
+        assert_eq!(err.status, 404, "{}", err.diagnostics);
+        assert!(
+            err.diagnostics.contains("identifier=urn:placer|RX-404"),
+            "{}",
+            err.diagnostics
+        );
+    }
+}
+
 #[tokio::test]
 async fn change_feed_filters_in_order_and_resumes_from_its_cursor() {
     for (_dir, store) in stores().await {

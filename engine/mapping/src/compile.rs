@@ -578,20 +578,26 @@ impl<'a> Compiler<'a> {
                 None
             }
         };
-        let keep_existing = match self.scalar(map, "on_existing").map(|s| (s.as_str(), s)) {
-            None | Some(("replace", _)) => false,
-            Some(("keep", _)) => true,
+        let on_existing = match self.scalar(map, "on_existing").map(|s| (s.as_str(), s)) {
+            None => None,
+            Some(("replace", s)) => Some((OnExisting::Replace, s)),
+            Some(("keep", s)) => Some((OnExisting::Keep, s)),
+            Some(("patch", s)) => Some((OnExisting::Patch, s)),
             Some((other, s)) => {
                 self.problem(
                     s.span().start(),
-                    format!("`on_existing` is `replace` or `keep`, not `{other}`"),
+                    format!("`on_existing` is `replace`, `keep` or `patch`, not `{other}`"),
                 );
-                false
+                None
             }
         };
-        if keep_existing && map.get_node("key").is_none() {
-            self.problem(map.span().start(), "`on_existing` goes with `key`");
+        if let Some((mode, s)) = on_existing
+            && mode != OnExisting::Replace
+            && map.get_node("key").is_none()
+        {
+            self.problem(s.span().start(), "`on_existing` goes with `key`");
         }
+        let on_existing = on_existing.map(|(mode, _)| mode).unwrap_or_default();
         let operation = self
             .scalar(map, "operation")
             .map(|s| s.as_str().to_string());
@@ -652,7 +658,7 @@ impl<'a> Compiler<'a> {
             pos: self.pos(map.span().start()),
             for_each,
             within,
-            keep_existing,
+            on_existing,
             operation,
             base,
             when,

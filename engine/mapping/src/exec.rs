@@ -279,14 +279,22 @@ pub(crate) fn run(
             let body = kept(body).unwrap_or_else(|| json!({}));
             let key = run.key(&r.key, &scope, &element)?;
             let t = &r.resource_type;
-            let request = match (&r.operation, key) {
-                (Some(op), _) => json!({ "method": "POST", "url": op }),
-                (None, key) => match key {
-                    Some(k) if r.keep_existing => {
-                        json!({ "method": "POST", "url": t, "ifNoneExist": k })
-                    }
-                    Some(k) => json!({ "method": "PUT", "url": ([t.as_str(), "?", &k].concat()) }),
-                    None => json!({ "method": "POST", "url": t }),
+            let (request, body) = match (&r.operation, key) {
+                (Some(op), _) => (json!({ "method": "POST", "url": op }), body),
+                (None, key) => match (key, r.on_existing) {
+                    (Some(k), OnExisting::Keep) => (
+                        json!({ "method": "POST", "url": t, "ifNoneExist": k }),
+                        body,
+                    ),
+                    (Some(k), OnExisting::Patch) => (
+                        json!({ "method": "PATCH", "url": ([t.as_str(), "?", &k].concat()) }),
+                        json_patch_binary(&body),
+                    ),
+                    (Some(k), OnExisting::Replace) => (
+                        json!({ "method": "PUT", "url": ([t.as_str(), "?", &k].concat()) }),
+                        body,
+                    ),
+                    (None, _) => (json!({ "method": "POST", "url": t }), body),
                 },
             };
             // Built by hand, as the Bundle: `json!` would serialise the value into a copy.
@@ -308,6 +316,26 @@ pub(crate) fn run(
         message: None,
         trace: run.trace,
         covered: run.covered,
+    })
+}
+
+/// The elements a `patch` resource gives, as FHIR carries a JSON Patch in a transaction: a
+/// Binary of the patch document. `add` on an object member sets it whether or not it is
+/// there; the other elements of the stored resource are left alone.
+fn json_patch_binary(body: &Value) -> Value {
+    use base64::Engine;
+    let ops: Vec<Value> = body
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(k, _)| k.as_str() != "resourceType")
+        .map(|(k, v)| json!({ "op": "add", "path": format!("/{k}"), "value": v }))
+        .collect();
+    let document = serde_json::to_vec(&ops).expect("JSON values always serialise");
+    json!({
+        "resourceType": "Binary",
+        "contentType": "application/json-patch+json",
+        "data": base64::engine::general_purpose::STANDARD.encode(document),
     })
 }
 

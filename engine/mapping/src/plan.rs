@@ -139,6 +139,21 @@ pub enum DatatypeBody {
     Value(Vec<Rule>),
 }
 
+/// What a keyed resource does to the stored one with its key (`on_existing`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnExisting {
+    /// Replace it, or create it when none has the key: a conditional update (the default).
+    #[default]
+    Replace,
+    /// Keep it, create only when none has the key: a conditional create (`ifNoneExist`).
+    Keep,
+    /// Set the elements the mapping gives on the one that has the key, leaving the others
+    /// as they are: a conditional patch (a JSON Patch); none with the key fails the message.
+    /// A peer's status update (the pharmacy's order status) changes the status, not the
+    /// order.
+    Patch,
+}
+
 /// One kind of resource a mapping produces.
 #[derive(Debug, Clone)]
 pub struct ResourcePlan {
@@ -150,9 +165,8 @@ pub struct ResourcePlan {
     /// The resource whose instances this one's are made inside (`for` is then read in each
     /// of that resource's groups): observations within their report.
     pub within: Option<String>,
-    /// What an upsert does when a resource with the key exists: replace it (a conditional
-    /// update, the default) or keep it (a conditional create: `ifNoneExist`).
-    pub keep_existing: bool,
+    /// What an upsert does when a resource with the key exists.
+    pub on_existing: OnExisting,
     /// An operation to post the resource to instead of storing it (`Patient/$merge` with a
     /// Parameters resource).
     pub operation: Option<String>,

@@ -1329,15 +1329,17 @@ impl Checker<'_> {
                     return None;
                 };
                 let library = self.library.get();
+                // An id may come from the environment (`pharmacy-${PASSERELLE_PHARMACY_MESSAGE:-rde}`):
+                // the same channel, the message the peer wants.
+                let mut resolved = Vec::with_capacity(ids.len());
                 for id in ids {
-                    self.library.require(id.as_str());
-                    if library.mapping(id.as_str()).is_none() {
+                    let Some(name) = self.value(id) else { continue };
+                    self.library.require(&name);
+                    if library.mapping(&name).is_none() {
                         let loaded = names(library.mappings().iter().map(|m| &m.id));
-                        self.error(
-                            id,
-                            format!("no mapping `{}` (loaded: {loaded})", id.as_str()),
-                        );
+                        self.error(id, format!("no mapping `{name}` (loaded: {loaded})"));
                     }
+                    resolved.push(name);
                 }
                 let to = match &doc.default {
                     Some(d) => known(d, self),
@@ -1345,7 +1347,7 @@ impl Checker<'_> {
                 };
                 Some(Arc::new(MapToFhir {
                     library: self.library.clone(),
-                    mappings: ids.iter().map(|t| t.as_str().to_string()).collect(),
+                    mappings: resolved,
                     destinations: to,
                 }))
             }
