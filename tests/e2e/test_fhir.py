@@ -5,6 +5,7 @@ the `fhir.resources` R4B models."""
 import base64
 import json
 import os
+import urllib.parse
 import uuid
 
 import pytest
@@ -123,6 +124,13 @@ def test_crud_versions_conditional_create_and_history(fhir):
     r = fhir.call("PATCH", f"/Patient/{pid}", raw=json.dumps([{"op": "replace", "path": "/gender", "value": "other"}]).encode(),
                   headers={"Content-Type": "application/json-patch+json"})
     assert r.status_code == 200 and r.json()["gender"] == "other" and r.json()["meta"]["versionId"] == "3"
+    # Conditional patch (PATCH [type]?criteria), and a patch that changes nothing: no version.
+    by_ins = "/Patient?identifier=" + urllib.parse.quote("urn:oid:1.2.250.1.213.1.4.8|2800175123456")
+    same = json.dumps([{"op": "replace", "path": "/gender", "value": "other"}]).encode()
+    r = fhir.call("PATCH", by_ins, raw=same, headers={"Content-Type": "application/json-patch+json"})
+    assert r.status_code == 200 and r.json()["id"] == pid and r.json()["meta"]["versionId"] == "3", r.text
+    r = fhir.call("PATCH", "/Patient?identifier=urn:x|none", raw=same, headers={"Content-Type": "application/json-patch+json"})
+    assert r.status_code == 404 and r.json()["resourceType"] == "OperationOutcome", r.text
 
     assert fhir.call("GET", f"/Patient/{pid}/_history/1").json()["meta"]["versionId"] == "1"
     assert fhir.call("DELETE", f"/Patient/{pid}").status_code == 204

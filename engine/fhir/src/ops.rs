@@ -296,6 +296,18 @@ impl Store {
             .await
     }
 
+    pub async fn conditional_patch(
+        &self,
+        t: &str,
+        criteria: &str,
+        patch: &Value,
+        expect: Expect,
+    ) -> FhirResult<Written> {
+        check_type(t)?;
+        self.in_tx(async |tx| tx.conditional_patch(t, criteria, patch, expect).await)
+            .await
+    }
+
     pub async fn delete(&self, t: &str, id: &str, expect: Expect) -> FhirResult<Option<Stored>> {
         check_type(t)?;
         self.in_tx(async |tx| tx.delete(t, id, expect).await).await

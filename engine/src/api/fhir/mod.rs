@@ -51,6 +51,7 @@ pub fn router() -> Router<Arc<AppState>> {
             get(search_get)
                 .post(create)
                 .put(conditional_update)
+                .patch(conditional_patch)
                 .delete(conditional_delete),
         )
         .route("/{type}/_search", post(search_post))
@@ -297,33 +298,7 @@ async fn patch(
         Action::Update,
         Some(&t),
         async || {
-            let mime = ctx
-                .content_type
-                .as_deref()
-                .unwrap_or("")
-                .split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_string();
-            let doc = parse_body(&body)?;
-            // The format follows the Content-Type: a JSON Patch array, or a FHIRPath Patch
-            // (a Parameters resource).
-            let fits = match mime.as_str() {
-                "application/json-patch+json" => doc.is_array(),
-                "application/fhir+json" | "application/json" => {
-                    doc.get("resourceType").and_then(Value::as_str) == Some("Parameters")
-                }
-                _ => false,
-            };
-            if !fits {
-                return Err(FhirError::new(
-                    415,
-                    passerelle_fhir::IssueType::NotSupported,
-                    "PATCH takes a JSON Patch (Content-Type: application/json-patch+json) or a \
-                     FHIRPath Patch Parameters resource (Content-Type: application/fhir+json)",
-                ));
-            }
+            let doc = patch_body(&ctx, &body)?;
             let w = api(&state)
                 .store
                 .patch(&t, &id, &doc, ctx.expect()?)
@@ -332,6 +307,61 @@ async fn patch(
         },
     )
     .await
+}
+
+/// `PATCH [type]?criteria`: the one match patched; none is a 404, several a 412.
+async fn conditional_patch(
+    State(state): Shared,
+    ctx: Ctx,
+    Path(t): Path<String>,
+    body: Bytes,
+) -> Response {
+    gate(
+        &state,
+        &ctx,
+        "patch",
+        Action::Update,
+        Some(&t),
+        async || {
+            let doc = patch_body(&ctx, &body)?;
+            let w = api(&state)
+                .store
+                .conditional_patch(&t, &ctx.query, &doc, ctx.expect()?)
+                .await?;
+            Ok(written(w))
+        },
+    )
+    .await
+}
+
+/// A PATCH body in the format its Content-Type says: a JSON Patch array, or a FHIRPath
+/// Patch (a Parameters resource).
+fn patch_body(ctx: &Ctx, body: &[u8]) -> Result<Value, FhirError> {
+    let mime = ctx
+        .content_type
+        .as_deref()
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim();
+    let doc = parse_body(body)?;
+    let fits = match mime {
+        "application/json-patch+json" => doc.is_array(),
+        "application/fhir+json" | "application/json" => {
+            doc.get("resourceType").and_then(Value::as_str) == Some("Parameters")
+        }
+        _ => false,
+    };
+    if !fits {
+        return Err(FhirError::new(
+            415,
+            passerelle_fhir::IssueType::NotSupported,
+            "PATCH takes a JSON Patch (Content-Type: application/json-patch+json) or a \
+             FHIRPath Patch Parameters resource (Content-Type: application/fhir+json)",
+        ));
+    }
+    Ok(doc)
 }
 
 async fn delete(State(state): Shared, ctx: Ctx, Path((t, id)): Path<(String, String)>) -> Response {

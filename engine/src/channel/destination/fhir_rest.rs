@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tokio::sync::Mutex;
 
-use super::http::{Tls, client};
+use super::http::{Answer, Peer, Tls};
 use super::{Delivered, DeliveryError, DeliveryFuture, Destination};
 use crate::journal::OutboxItem;
 
@@ -53,9 +53,8 @@ pub enum Auth {
 const RENEW_BEFORE: Duration = Duration::from_secs(30);
 
 pub struct FhirRestDestination {
-    url: String,
+    peer: Peer,
     auth: Auth,
-    client: Result<reqwest::Client, String>,
     /// The current access token and when to stop using it.
     access: Mutex<Option<(String, Instant)>>,
 }
@@ -63,9 +62,13 @@ pub struct FhirRestDestination {
 impl FhirRestDestination {
     pub fn new(config: &FhirRestConfig) -> Self {
         Self {
-            url: config.url.clone(),
+            peer: Peer::new(
+                &config.url,
+                &config.tls,
+                config.connect_timeout,
+                config.timeout,
+            ),
             auth: config.auth.clone(),
-            client: client(&config.tls, config.connect_timeout, config.timeout),
             access: Mutex::new(None),
         }
     }
@@ -138,27 +141,16 @@ fn encoded(value: &str) -> String {
 impl Destination for FhirRestDestination {
     fn deliver<'a>(&'a self, _channel: &'a str, item: &'a OutboxItem) -> DeliveryFuture<'a> {
         Box::pin(async move {
-            let client = self
-                .client
-                .as_ref()
-                .map_err(|e| DeliveryError::retry(e.clone()))?;
+            let client = self.peer.client()?;
             let mut request = client
-                .post(&self.url)
+                .post(&self.peer.url)
                 .header(reqwest::header::CONTENT_TYPE, "application/fhir+json")
                 .header(reqwest::header::ACCEPT, "application/fhir+json")
                 .body(item.payload.clone());
             if let Some(token) = self.bearer(client).await? {
                 request = request.bearer_auth(token);
             }
-            let response = request
-                .send()
-                .await
-                .map_err(|e| DeliveryError::retry(format!("{}: {e}", self.url)))?;
-            let status = response.status().as_u16();
-            let body = response
-                .bytes()
-                .await
-                .map_err(|e| DeliveryError::retry(format!("{}: {e}", self.url)))?;
+            let Answer { status, body, .. } = self.peer.exchange(request).await?;
             let answer: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
             match status {
                 200..=299 => Ok(Delivered::from(delivered_note(status, &answer))),

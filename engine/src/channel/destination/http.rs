@@ -4,6 +4,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::DeliveryError;
+
 /// The TLS material of a destination: mutual TLS (the DMP's), a private CA (a partner's).
 #[derive(Debug, Clone, Default)]
 pub struct Tls {
@@ -46,4 +48,57 @@ pub fn client(
         _ => return Err("`certificate` and `key` go together".into()),
     }
     builder.build().map_err(|e| format!("HTTP client: {e}"))
+}
+
+/// A destination's HTTP peer: where it is, and the client that reaches it or why there is
+/// none (a missing certificate file): every delivery then fails with that reason until the
+/// channel is fixed and reloaded.
+pub struct Peer {
+    pub url: String,
+    client: Result<reqwest::Client, String>,
+}
+
+/// What a peer answered.
+pub struct Answer {
+    pub status: u16,
+    pub content_type: String,
+    pub body: bytes::Bytes,
+}
+
+impl Peer {
+    pub fn new(url: &str, tls: &Tls, connect_timeout: Duration, timeout: Duration) -> Self {
+        Self {
+            url: url.to_string(),
+            client: client(tls, connect_timeout, timeout),
+        }
+    }
+
+    pub fn client(&self) -> Result<&reqwest::Client, DeliveryError> {
+        self.client
+            .as_ref()
+            .map_err(|e| DeliveryError::retry(e.clone()))
+    }
+
+    /// Sends the request and reads the whole answer. No answer (refused, reset, timed out)
+    /// is retried: the peer may be down for a while.
+    pub async fn exchange(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<Answer, DeliveryError> {
+        let unreachable = |e: reqwest::Error| DeliveryError::retry(format!("{}: {e}", self.url));
+        let response = request.send().await.map_err(unreachable)?;
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let body = response.bytes().await.map_err(unreachable)?;
+        Ok(Answer {
+            status,
+            content_type,
+            body,
+        })
+    }
 }

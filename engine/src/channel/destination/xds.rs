@@ -14,7 +14,7 @@
 
 use std::time::Duration;
 
-use super::http::{Tls, client};
+use super::http::{Peer, Tls};
 use super::{Delivered, DeliveryError, DeliveryFuture, Destination};
 use crate::channel::xds::mtom::Framed;
 use crate::channel::xds::soap::{Outcome, classify};
@@ -32,17 +32,18 @@ pub struct XdsConfig {
 }
 
 pub struct XdsDestination {
-    url: String,
-    /// The client, or why it could not be built (a missing certificate file): every
-    /// delivery then fails with that reason until the channel is fixed and reloaded.
-    client: Result<reqwest::Client, String>,
+    peer: Peer,
 }
 
 impl XdsDestination {
     pub fn new(config: &XdsConfig) -> Self {
         Self {
-            url: config.url.clone(),
-            client: client(&config.tls, config.connect_timeout, config.timeout),
+            peer: Peer::new(
+                &config.url,
+                &config.tls,
+                config.connect_timeout,
+                config.timeout,
+            ),
         }
     }
 }
@@ -50,34 +51,22 @@ impl XdsDestination {
 impl Destination for XdsDestination {
     fn deliver<'a>(&'a self, _channel: &'a str, item: &'a OutboxItem) -> DeliveryFuture<'a> {
         Box::pin(async move {
-            let client = self
-                .client
-                .as_ref()
-                .map_err(|e| DeliveryError::retry(e.clone()))?;
+            let client = self.peer.client()?;
             let request = Framed::from_message(&item.payload).map_err(DeliveryError::permanent)?;
-            let response = client
-                .post(&self.url)
-                .header(reqwest::header::CONTENT_TYPE, &request.content_type)
-                .header(
-                    reqwest::header::ACCEPT,
-                    "multipart/related, application/soap+xml",
+            let answer = self
+                .peer
+                .exchange(
+                    client
+                        .post(&self.peer.url)
+                        .header(reqwest::header::CONTENT_TYPE, &request.content_type)
+                        .header(
+                            reqwest::header::ACCEPT,
+                            "multipart/related, application/soap+xml",
+                        )
+                        .body(request.body),
                 )
-                .body(request.body)
-                .send()
-                .await
-                .map_err(|e| DeliveryError::retry(format!("{}: {e}", self.url)))?;
-            let status = response.status().as_u16();
-            let content_type = response
-                .headers()
-                .get(reqwest::header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_string();
-            let body = response
-                .bytes()
-                .await
-                .map_err(|e| DeliveryError::retry(format!("{}: {e}", self.url)))?;
-            match classify(status, &content_type, &body) {
+                .await?;
+            match classify(answer.status, &answer.content_type, &answer.body) {
                 Outcome::Success(note) => Ok(Delivered::from(note)),
                 Outcome::Retry(why) => Err(DeliveryError::retry(why)),
                 Outcome::Permanent(why) => Err(DeliveryError::permanent(why)),
