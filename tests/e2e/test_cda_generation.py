@@ -1,10 +1,12 @@
 """Documents the hospital writes: a DiagnosticReport written through the FHIR API, with its
 Observations, patient (with an INS), performing practitioner and laboratory, becomes a CI-SIS
 CR-BIO CDA document (the `cda-document` transform) stored as a Binary and a DocumentReference
-by a `fhir-store` destination. The CDA is checked by third-party tools against the ANS
-material: the CDA R2 XSD of the CI-SIS (xmllint) and the CR-BIO schematron (Saxon, the ISO
-schematron skeleton shipped with the schematrons). An amended report gives version 2 with the
-same setId, a relatedDocument RPLC, and a DocumentReference that replaces the first one.
+by a `fhir-store` destination; a discharge letter (a Composition of type 11490-0, with its
+patient, author, hospital, stay and discharge MedicationRequests) becomes an LDL-SES document
+the same way. The CDA is checked by third-party tools against the ANS material: the CDA R2 XSD
+of the CI-SIS (xmllint) and the volet's schematron (Saxon, the ISO schematron skeleton shipped
+with the schematrons). An amended report or letter gives version 2 with the same setId, a
+relatedDocument RPLC, and a DocumentReference that replaces the first one.
 """
 
 import base64
@@ -34,6 +36,20 @@ source:
 transform:
   type: cda-document
   volet: cr-bio
+destinations:
+  - id: store
+    type: fhir-store
+"""
+
+LETTER_CHANNEL = """\
+id: discharge-letters
+source:
+  type: store
+  subscription: "Composition?type=http://loinc.org|11490-0&status=final,amended"
+  include: [subject, author, custodian, encounter, section.entry]
+transform:
+  type: cda-document
+  volet: ldl-ses
 destinations:
   - id: store
     type: fhir-store
@@ -99,6 +115,27 @@ def schematron_failures(validation: Path, schematron: str, cda: bytes) -> list[s
 # --- what the hospital writes ----------------------------------------------------------------
 
 
+def post_organization(fhir: Fhir, finess: str, name: str, facility: tuple[str, str], **more) -> dict:
+    """An establishment with its FINESS and its TRE_R02 facility type (code, display)."""
+    return fhir.ok("POST", "/Organization", {
+        "resourceType": "Organization",
+        "identifier": [{"system": "https://finess.esante.gouv.fr", "value": finess}],
+        "name": name,
+        "type": [{"coding": [{"system": "urn:oid:1.2.250.1.71.4.2.4", "code": facility[0],
+                              "display": facility[1]}]}],
+        **more})
+
+
+def post_practitioner(fhir: Fhir, family: str, given: str, specialty: tuple[str, str]) -> dict:
+    """A doctor with an RPPS and a TRE_G15 profession/specialty qualification (code, display)."""
+    return fhir.ok("POST", "/Practitioner", {
+        "resourceType": "Practitioner",
+        "identifier": [{"system": "https://rpps.esante.gouv.fr", "value": "10001234567"}],
+        "name": [{"family": family, "given": [given]}],
+        "qualification": [{"code": {"coding": [{"system": "urn:oid:1.2.250.1.213.1.1.4.5",
+                                                "code": specialty[0], "display": specialty[1]}]}}]})
+
+
 def write_report(fhir: Fhir, tsh: float = 1.95) -> dict:
     patient = fhir.ok("POST", "/Patient", {
         "resourceType": "Patient",
@@ -108,21 +145,11 @@ def write_report(fhir: Fhir, tsh: float = 1.95) -> dict:
         "name": [{"use": "official", "family": "PAT-TROIS", "given": ["DOMINIQUE", "MARIE"]}],
         "gender": "female", "birthDate": "1979-03-28",
         "address": [{"line": ["28 avenue de Breteuil"], "postalCode": "75007", "city": "Paris"}]})
-    lab = fhir.ok("POST", "/Organization", {
-        "resourceType": "Organization",
-        "identifier": [{"system": "https://finess.esante.gouv.fr", "value": "750000001"}],
-        "name": "Laboratoire du CHBM & associés",
-        "type": [{"coding": [{"system": "urn:oid:1.2.250.1.71.4.2.4", "code": "SA25",
-                              "display": "Laboratoire de biologie médicale"}]}],
-        "telecom": [{"system": "phone", "value": "01 44 53 45 51"}],
-        "address": [{"line": ["1 rue de l'Hôpital"], "postalCode": "75012", "city": "Paris"}]})
-    biologist = fhir.ok("POST", "/Practitioner", {
-        "resourceType": "Practitioner",
-        "identifier": [{"system": "https://rpps.esante.gouv.fr", "value": "10001234567"}],
-        "name": [{"family": "CAMPARINI", "given": ["Marcel"]}],
-        "qualification": [{"code": {"coding": [{"system": "urn:oid:1.2.250.1.213.1.1.4.5",
-                                                "code": "G15_10/SM03",
-                                                "display": "Médecin - Biologie médicale (SM)"}]}}]})
+    lab = post_organization(
+        fhir, "750000001", "Laboratoire du CHBM & associés", ("SA25", "Laboratoire de biologie médicale"),
+        telecom=[{"system": "phone", "value": "01 44 53 45 51"}],
+        address=[{"line": ["1 rue de l'Hôpital"], "postalCode": "75012", "city": "Paris"}])
+    biologist = post_practitioner(fhir, "CAMPARINI", "Marcel", ("G15_10/SM03", "Médecin - Biologie médicale (SM)"))
     observations = [
         fhir.ok("POST", "/Observation", {
             "resourceType": "Observation", "status": "final",
@@ -148,8 +175,9 @@ def write_report(fhir: Fhir, tsh: float = 1.95) -> dict:
 
 
 def documents_of(fhir: Fhir, report: dict, version: str, count: int = 1) -> list[dict]:
-    """The DocumentReferences generated from the report, once the one of `version` is there."""
-    related = f"DiagnosticReport/{report['id']}/_history/{version}"
+    """The DocumentReferences generated from the report (or letter), once the one of
+    `version` is there."""
+    related = f"{report['resourceType']}/{report['id']}/_history/{version}"
 
     def ready():
         docs = fhir.search(f"DocumentReference?subject={report['subject']['reference']}")
@@ -212,6 +240,17 @@ def test_a_lab_report_becomes_a_valid_cr_bio_document(fhir, validation):
     assert {a["reference"] for a in doc["author"]} == {p["reference"] for p in report["performer"]}
 
 
+def assert_replaces(root: ET.Element, first_cda: ET.Element, second: dict, first: dict):
+    """Version 2 replaces version 1: the same setId, an RPLC to the first CDA's id, and a
+    DocumentReference that `replaces` the first one."""
+    assert root.find("cda:setId", NS).get("root") == first_cda.find("cda:setId", NS).get("root")
+    assert root.find("cda:versionNumber", NS).get("value") == "2"
+    parent = root.find("cda:relatedDocument[@typeCode='RPLC']/cda:parentDocument/cda:id", NS)
+    assert parent.get("root") == first_cda.find("cda:id", NS).get("root")
+    assert second["relatesTo"] == [{"code": "replaces", "target": {
+        "type": "DocumentReference", "identifier": first["masterIdentifier"]}}]
+
+
 def test_an_amended_report_replaces_the_document(fhir, validation):
     report = write_report(fhir)
     [first] = documents_of(fhir, report, "1")
@@ -227,13 +266,7 @@ def test_an_amended_report_replaces_the_document(fhir, validation):
     assert xsd_errors(validation, cda) == ""
     assert schematron_failures(validation, "CI-SIS_BIO-CR-BIO_2024.01.sch", cda) == []
 
-    root = ET.fromstring(cda)
-    assert root.find("cda:setId", NS).get("root") == first_cda.find("cda:setId", NS).get("root")
-    assert root.find("cda:versionNumber", NS).get("value") == "2"
-    parent = root.find("cda:relatedDocument[@typeCode='RPLC']/cda:parentDocument/cda:id", NS)
-    assert parent.get("root") == first_cda.find("cda:id", NS).get("root")
-    assert second["relatesTo"] == [{"code": "replaces", "target": {
-        "type": "DocumentReference", "identifier": first["masterIdentifier"]}}]
+    assert_replaces(ET.fromstring(cda), first_cda, second, first)
     # The store supersedes the version replaced.
     assert fhir.ok("GET", f"/DocumentReference/{first['id']}")["status"] == "superseded"
     assert second["status"] == "current"
@@ -252,3 +285,128 @@ def test_a_change_read_twice_writes_one_document(fhir, validation):
     docs = fhir.search(f"DocumentReference?subject={report['subject']['reference']}")
     assert [d["id"] for d in docs] == [doc["id"]]
     assert cda_of(fhir, docs[0]) == cda_of(fhir, doc)
+
+
+# --- the discharge letter (LDL-SES) ------------------------------------------------------------
+
+LDL_SES = "CI-SIS_LDL-SES_2022.01.sch"
+
+
+@pytest.fixture
+def letters(make_engine):
+    engine = make_engine({"discharge-letters.yaml": LETTER_CHANNEL})
+    return Fhir(engine, issue_token(engine, "system/*.*"))
+
+
+def narrative(xhtml: str) -> dict:
+    return {"status": "generated", "div": f'<div xmlns="http://www.w3.org/1999/xhtml">{xhtml}</div>'}
+
+
+def write_letter(fhir: Fhir) -> dict:
+    patient = fhir.ok("POST", "/Patient", {
+        "resourceType": "Patient",
+        "identifier": [{"system": INS_TEST, "value": "279035121518989"}],
+        "name": [{"use": "official", "family": "PAT-TROIS", "given": ["DOMINIQUE"]}],
+        "gender": "female", "birthDate": "1979-03-28"})
+    hospital = post_organization(
+        fhir, "750803447", "Hôpital Européen Georges Pompidou", ("SA01", "Etablissement public de santé"),
+        address=[{"line": ["20 rue Leblanc"], "postalCode": "75015", "city": "Paris"}])
+    doctor = post_practitioner(fhir, "AUGUIN", "Léon", ("G15_10/SM27", "Médecin - Médecine interne (SM)"))
+    stay = fhir.ok("POST", "/Encounter", {
+        "resourceType": "Encounter", "status": "finished",
+        "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "IMP",
+                  "display": "Hospitalisation"},
+        "subject": {"reference": f"Patient/{patient['id']}"},
+        "period": {"start": "2024-03-01T11:17:00+01:00", "end": "2024-03-05T16:00:00+01:00"}})
+    treatment = fhir.ok("POST", "/MedicationRequest", {
+        "resourceType": "MedicationRequest", "status": "active", "intent": "order",
+        "subject": {"reference": f"Patient/{patient['id']}"},
+        "medicationCodeableConcept": {
+            "coding": [{"system": "urn:oid:1.2.250.1.213.2.3.1", "code": "62552920",
+                        "display": "LEPONEX 100 mg, comprimé sécable"}],
+            "text": "LEPONEX 100 mg"},
+        "dosageInstruction": [{"text": "1 comprimé le soir", "timing": {"repeat": {
+            "boundsPeriod": {"start": "2024-03-05", "end": "2024-04-05"}}}}]})
+    loinc = lambda code: {"coding": [{"system": "http://loinc.org", "code": code}]}  # noqa: E731
+    return fhir.ok("POST", "/Composition", {
+        "resourceType": "Composition", "status": "final",
+        "type": loinc("11490-0"),
+        "subject": {"reference": f"Patient/{patient['id']}"},
+        "encounter": {"reference": f"Encounter/{stay['id']}"},
+        "date": "2024-03-05T16:30:00+01:00",
+        "author": [{"reference": f"Practitioner/{doctor['id']}"}],
+        "custodian": {"reference": f"Organization/{hospital['id']}"},
+        "title": "Lettre de liaison à la sortie",
+        "section": [
+            {"title": "Motif de l'hospitalisation", "code": loinc("42349-1"),
+             "text": narrative("<p>Episode psychotique, cachexie</p>")},
+            {"title": "Synthèse médicale du séjour", "code": loinc("42545-4"),
+             "text": narrative("<p>Infection respiratoire <b>aiguë</b> &amp; traitée.</p>"
+                               "<ul><li>Pas d'événement indésirable</li></ul>")},
+            {"title": "Traitements à la sortie", "code": loinc("10183-2"),
+             "text": narrative("<p>Poursuivre LEPONEX.</p>"),
+             "entry": [{"reference": f"MedicationRequest/{treatment['id']}"}]},
+        ]})
+
+
+def sections_of(root: ET.Element) -> dict[str, list[str]]:
+    """Each section's code and its templateIds."""
+    return {s.find("cda:code", NS).get("code"): [t.get("root") for t in s.findall("cda:templateId", NS)]
+            for s in root.findall(".//cda:section", NS)}
+
+
+def test_a_discharge_letter_becomes_a_valid_ldl_ses_document(letters, validation):
+    letter = write_letter(letters)
+    [doc] = documents_of(letters, letter, "1")
+    cda = cda_of(letters, doc)
+
+    assert xsd_errors(validation, cda) == ""
+    assert schematron_failures(validation, LDL_SES, cda) == []
+
+    root = ET.fromstring(cda)
+    assert [t.get("root") for t in root.findall("cda:templateId", NS)] == [
+        "2.16.840.1.113883.2.8.2.1", "1.2.250.1.213.1.1.1.1", "1.2.250.1.213.1.1.1.29"]
+    assert root.find("cda:code", NS).get("code") == "11490-0"
+    assert root.find("cda:recordTarget//cda:birthTime", NS).get("value") == "19790328"
+    service = root.find("cda:documentationOf/cda:serviceEvent/cda:effectiveTime", NS)
+    assert service.find("cda:low", NS).get("value") == "20240301111700+0100"
+    sections = sections_of(root)
+    assert list(sections) == ["33557-0", "42349-1", "42545-4", "10183-2"]
+    assert "1.2.250.1.213.1.1.2.35.1" in sections["33557-0"]
+    assert "1.3.6.1.4.1.19376.1.5.3.1.3.1" in sections["42349-1"]
+    assert "1.3.6.1.4.1.19376.1.7.3.1.1.13.7" in sections["42545-4"]
+    assert "1.3.6.1.4.1.19376.1.5.3.1.3.22" in sections["10183-2"]
+    [synthesis] = [o.find("cda:value", NS) for o in root.iterfind(".//cda:observation", NS)
+                   if o.find("cda:code", NS).get("code") == "MED-142"]
+    assert synthesis.text == "Infection respiratoire aiguë & traitée.\nPas d'événement indésirable"
+    product = root.find(".//cda:substanceAdministration//cda:manufacturedMaterial", NS)
+    assert product.find("cda:code", NS).get("code") == "62552920"
+    assert product.find("cda:name", NS).text == "LEPONEX 100 mg"
+    custodian = root.find("cda:custodian//cda:representedCustodianOrganization", NS)
+    assert custodian.find("cda:id", NS).get("extension") == "1750803447"
+
+    assert doc["type"]["coding"][0]["code"] == "11490-0"
+    assert doc["content"][0]["format"]["code"] == "urn:asip:ci-sis:ldl-ses:2017"
+    assert doc["context"]["facilityType"]["coding"][0]["code"] == "SA01"
+    assert doc["author"] == letter["author"]
+    assert doc["custodian"] == letter["custodian"]
+    assert doc["context"]["encounter"] == [letter["encounter"]]
+
+
+def test_an_amended_letter_replaces_the_document(letters, validation):
+    letter = write_letter(letters)
+    [first] = documents_of(letters, letter, "1")
+    first_cda = ET.fromstring(cda_of(letters, first))
+
+    letter["status"] = "amended"
+    letter["section"][1]["text"] = narrative("<p>Infection respiratoire aiguë, guérie.</p>")
+    amended = letters.ok("PUT", f"/Composition/{letter['id']}", letter)
+    assert amended["meta"]["versionId"] == "2"
+    docs = documents_of(letters, letter, "2", count=2)
+    second = next(d for d in docs if d["id"] != first["id"])
+    cda = cda_of(letters, second)
+    assert xsd_errors(validation, cda) == ""
+    assert schematron_failures(validation, LDL_SES, cda) == []
+
+    assert_replaces(ET.fromstring(cda), first_cda, second, first)
+    assert letters.ok("GET", f"/DocumentReference/{first['id']}")["status"] == "superseded"

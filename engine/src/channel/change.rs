@@ -139,6 +139,17 @@ pub fn local_target(reference: &str) -> Option<(&str, &str)> {
     (plain(t) && plain(id) && passerelle_fhir::types::is_resource_type(t)).then_some((t, id))
 }
 
+/// The resource of a change notification (the changed one or one it included) that a
+/// `Type/id` reference names.
+pub fn resolve<'b>(bundle: &'b Value, reference: &str) -> Option<&'b Value> {
+    let (t, id) = local_target(reference)?;
+    bundle["entry"]
+        .as_array()?
+        .iter()
+        .map(|e| &e["resource"])
+        .find(|r| r["resourceType"] == t && r["id"] == id)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -23,13 +23,19 @@ impl Checker<'_> {
         let Some(volet) = &doc.volet else {
             self.error(
                 &doc.kind,
-                "cda-document needs `volet`, the CI-SIS document to write (cr-bio)",
+                format!(
+                    "cda-document needs `volet`, the CI-SIS document to write ({})",
+                    Volet::NAMES
+                ),
             );
             return None;
         };
         let value = self.value(volet)?;
         let Some(parsed) = Volet::parse(&value) else {
-            self.error(volet, format!("unknown volet `{value}` (expected: cr-bio)"));
+            self.error(
+                volet,
+                format!("unknown volet `{value}` (expected: {})", Volet::NAMES),
+            );
             return None;
         };
         Some(Arc::new(CdaDocument {
@@ -70,15 +76,27 @@ destinations:
     }
 
     #[test]
+    fn an_ldl_ses_channel_loads() {
+        let letters = GOOD
+            .replace(
+                "subscription: DiagnosticReport?status=final\n  include: [subject, result, performer]",
+                "subscription: \"Composition?type=http://loinc.org|11490-0&status=final,amended\"\n  include: [subject, author, custodian, encounter, section.entry]",
+            )
+            .replace("volet: cr-bio", "volet: ldl-ses");
+        assert!(letters.contains("ldl-ses") && letters.contains("section.entry"));
+        assert_eq!(errors(&letters), Vec::<String>::new());
+    }
+
+    #[test]
     fn mistakes_are_reported_where_they_are() {
         assert_eq!(
             errors(&GOOD.replace("volet: cr-bio", "volet: cr-bi0")),
-            vec!["channels/lab-docs.yaml:8:10: unknown volet `cr-bi0` (expected: cr-bio)"]
+            vec!["channels/lab-docs.yaml:8:10: unknown volet `cr-bi0` (expected: cr-bio, ldl-ses)"]
         );
         assert_eq!(
             errors(&GOOD.replace("  volet: cr-bio\n", "")),
             vec![
-                "channels/lab-docs.yaml:7:9: cda-document needs `volet`, the CI-SIS document to write (cr-bio)"
+                "channels/lab-docs.yaml:7:9: cda-document needs `volet`, the CI-SIS document to write (cr-bio, ldl-ses)"
             ]
         );
         let http = GOOD.replace(

@@ -11,7 +11,11 @@
 //! DocumentReference is a conditional update on its `masterIdentifier` (the CDA's id, as
 //! `cda-inbound` writes it), the Binary an update of an id derived from the same name.
 
+mod cr_bio;
+mod ldl_ses;
+mod narrative;
 mod pdf;
+mod read;
 mod write;
 
 use base64::Engine as _;
@@ -21,19 +25,11 @@ use super::{Output, Routing, Transform};
 use crate::channel::Input;
 use crate::channel::change::{self, Kind};
 use crate::channel::xds::{name_oid, name_uuid};
-use write::{Body, Code, Contact, Document, Id, LabChapter, LabResult, Organization};
+use read::resolve;
+#[cfg(test)]
+use read::{FINESS, RPPS, ts};
+use write::{Document, Id};
 
-/// The INS OIDs: INS-NIR, INS-NIA, the test and demonstration NIR.
-const INS_OIDS: [&str; 4] = [
-    "1.2.250.1.213.1.4.8",
-    "1.2.250.1.213.1.4.9",
-    "1.2.250.1.213.1.4.10",
-    "1.2.250.1.213.1.4.11",
-];
-const RPPS: &str = "https://rpps.esante.gouv.fr";
-const FINESS: &str = "https://finess.esante.gouv.fr";
-/// TRE_R02 facility types (`healthCareFacility/code`).
-const FACILITY_TYPES: &str = "1.2.250.1.71.4.2.4";
 const RFC3986: &str = "urn:ietf:rfc:3986";
 const CLASS_CODES: &str = "urn:oid:1.2.250.1.213.1.1.4.1";
 const FORMAT_CODES: &str = "urn:oid:1.2.250.1.213.1.1.4.2.282";
@@ -44,13 +40,58 @@ pub const CDA_TYPE: &str = "application/hl7-cda+xml";
 pub enum Volet {
     /// Compte rendu d'examens de biologie médicale, from a DiagnosticReport.
     CrBio,
+    /// Lettre de liaison à la sortie d'un établissement de santé, from a Composition.
+    LdlSes,
 }
 
 impl Volet {
+    /// The names a channel file gives them.
+    pub const NAMES: &'static str = "cr-bio, ldl-ses";
+
     pub fn parse(text: &str) -> Option<Self> {
         match text {
             "cr-bio" => Some(Self::CrBio),
+            "ldl-ses" => Some(Self::LdlSes),
             _ => None,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::CrBio => "cr-bio",
+            Self::LdlSes => "ldl-ses",
+        }
+    }
+
+    /// The resource type the document is written from, and what it is called.
+    fn source(self) -> (&'static str, &'static str) {
+        match self {
+            Self::CrBio => ("DiagnosticReport", "a report"),
+            Self::LdlSes => ("Composition", "a letter"),
+        }
+    }
+
+    /// The statuses of the source that make a document.
+    fn written(self) -> &'static [&'static str] {
+        match self {
+            Self::CrBio => &["final", "amended", "corrected", "appended"],
+            Self::LdlSes => &["final", "amended"],
+        }
+    }
+
+    /// The element of the source naming its authors (the DocumentReference's `author`).
+    fn authors(self) -> &'static str {
+        match self {
+            Self::CrBio => "performer",
+            Self::LdlSes => "author",
+        }
+    }
+
+    /// The DMP's formatCode (`content.format`).
+    fn format_code(self) -> &'static str {
+        match self {
+            Self::CrBio => "urn:ihe:lab:xd-lab:2008",
+            Self::LdlSes => "urn:asip:ci-sis:ldl-ses:2017",
         }
     }
 }
@@ -76,139 +117,6 @@ impl Transform for CdaDocument {
     }
 }
 
-/// A `Type/id` reference to a resource of the notification.
-fn resolve<'b>(bundle: &'b Value, reference: &str) -> Option<&'b Value> {
-    let (t, id) = change::local_target(reference)?;
-    bundle["entry"]
-        .as_array()?
-        .iter()
-        .map(|e| &e["resource"])
-        .find(|r| r["resourceType"] == t && r["id"] == id)
-}
-
-fn text(v: &Value) -> Option<String> {
-    v.as_str().map(str::to_string).filter(|s| !s.is_empty())
-}
-
-/// A FHIR system as a CDA code system: `urn:oid:` stripped, LOINC and SNOMED CT known.
-fn code_system(system: &str) -> Option<String> {
-    match system {
-        "http://loinc.org" => Some(write::loinc().into()),
-        "http://snomed.info/sct" => Some("2.16.840.1.113883.6.96".into()),
-        "http://unitsofmeasure.org" => Some("2.16.840.1.113883.6.8".into()),
-        "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
-        | "http://terminology.hl7.org/CodeSystem/v2-0078" => Some("2.16.840.1.113883.5.83".into()),
-        "http://terminology.hl7.org/CodeSystem/v3-ActCode" => Some(write::act_code().into()),
-        s => s.strip_prefix("urn:oid:").map(str::to_string),
-    }
-}
-
-/// The first coding of a CodeableConcept whose system is known as an OID.
-fn coded(concept: &Value) -> Option<Code> {
-    concept["coding"].as_array()?.iter().find_map(|c| {
-        Some(Code {
-            code: text(&c["code"])?,
-            system: code_system(c["system"].as_str()?)?,
-            display: text(&c["display"])
-                .or_else(|| text(&concept["text"]))
-                .unwrap_or_default(),
-        })
-    })
-}
-
-/// A FHIR date, dateTime or instant as a CDA TS: `2024-03-01T10:20:00+01:00` ->
-/// `20240301102000+0100`; a `Z` time is written `+0000`. None when it is not one.
-pub fn ts(value: &str) -> Option<String> {
-    let digits = |s: &str| s.chars().filter(char::is_ascii_digit).collect::<String>();
-    let Some((date, rest)) = value.split_once('T') else {
-        let d = digits(value);
-        return matches!(d.len(), 4 | 6 | 8).then_some(d);
-    };
-    let (clock, zone) = if let Some(c) = rest.strip_suffix('Z') {
-        (c, "+0000".to_string())
-    } else if let Some(i) = rest.rfind(['+', '-']) {
-        let (c, z) = rest.split_at(i);
-        (c, format!("{}{}", &z[..1], digits(z)))
-    } else {
-        return None;
-    };
-    let clock = clock.split('.').next().unwrap_or_default();
-    let (date, clock) = (digits(date), digits(clock));
-    (date.len() == 8 && matches!(clock.len(), 4 | 6) && zone.len() == 5)
-        .then(|| format!("{date}{clock}{zone}"))
-}
-
-fn contact(resource: &Value) -> Contact {
-    let telecoms = resource["telecom"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|t| {
-            let value = t["value"].as_str()?;
-            match t["system"].as_str()? {
-                "phone" => Some(format!("tel:{}", value.replace(' ', ""))),
-                "fax" => Some(format!("fax:{}", value.replace(' ', ""))),
-                "email" => Some(format!("mailto:{value}")),
-                _ => None,
-            }
-        })
-        .collect();
-    let address = &resource["address"][0];
-    Contact {
-        telecoms,
-        lines: address["line"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(text)
-            .collect(),
-        postal_code: text(&address["postalCode"]),
-        city: text(&address["city"]),
-    }
-}
-
-/// An identifier of the national directories: the RPPS as `8` + RPPS under the national
-/// professional id OID, FINESS as `1` + FINESS under the structure OID, an `urn:oid:`
-/// system as its root.
-fn national_id(resource: &Value) -> Option<Id> {
-    let ids = resource["identifier"].as_array()?;
-    let find = |system: &str| {
-        ids.iter()
-            .find(|i| i["system"] == system)
-            .and_then(|i| text(&i["value"]))
-    };
-    if let Some(v) = find(RPPS) {
-        return Some(Id {
-            root: write::IDNPS.into(),
-            extension: Some(format!("8{v}")),
-        });
-    }
-    if let Some(v) = find(FINESS) {
-        return Some(Id {
-            root: write::IDNST.into(),
-            extension: Some(format!("1{v}")),
-        });
-    }
-    ids.iter().find_map(|i| {
-        Some(Id {
-            root: i["system"].as_str()?.strip_prefix("urn:oid:")?.to_string(),
-            extension: text(&i["value"]),
-        })
-    })
-}
-
-fn organization(org: &Value) -> Result<Organization, String> {
-    let reference = format!("Organization/{}", org["id"].as_str().unwrap_or_default());
-    Ok(Organization {
-        id: national_id(org).ok_or(format!(
-            "{reference} has no identifier (FINESS, or an urn:oid: system such as {})",
-            write::IDNST
-        ))?,
-        name: text(&org["name"]).ok_or(format!("{reference} has no name"))?,
-        contact: contact(org),
-    })
-}
-
 fn ii_value(id: &Id) -> String {
     match &id.extension {
         Some(e) => format!("{}^{e}", id.root),
@@ -228,152 +136,29 @@ impl CdaDocument {
                 "{reference} was deleted: no document is written for a deletion"
             )));
         }
+        let (source, what) = self.volet.source();
+        if kind != source {
+            return Ok(Err(format!(
+                "{reference}: the {} volet is written from a {source}",
+                self.volet.name()
+            )));
+        }
+        let status = focus["status"].as_str();
+        if !status.is_some_and(|s| self.volet.written().contains(&s)) {
+            return Ok(Err(format!(
+                "{reference} is {}: {what} is written once final",
+                status.unwrap_or("without status")
+            )));
+        }
         let version: u64 = focus["meta"]["versionId"]
             .as_str()
             .and_then(|v| v.parse().ok())
             .ok_or(format!("{reference} has no meta.versionId"))?;
         let built = match self.volet {
-            Volet::CrBio => {
-                if kind != "DiagnosticReport" {
-                    return Ok(Err(format!(
-                        "{reference}: the cr-bio volet is written from a DiagnosticReport"
-                    )));
-                }
-                if !matches!(
-                    focus["status"].as_str(),
-                    Some("final" | "amended" | "corrected" | "appended")
-                ) {
-                    return Ok(Err(format!(
-                        "{reference} is {}: a report is written once final",
-                        focus["status"].as_str().unwrap_or("without status")
-                    )));
-                }
-                self.cr_bio(bundle, focus, &reference, version)?
-            }
+            Volet::CrBio => cr_bio::document(bundle, focus, &reference, version)?,
+            Volet::LdlSes => ldl_ses::document(bundle, focus, &reference, version)?,
         };
         Ok(Ok(self.bundle(bundle, focus, &reference, version, &built)))
-    }
-
-    fn cr_bio(
-        &self,
-        bundle: &Value,
-        report: &Value,
-        reference: &str,
-        version: u64,
-    ) -> Result<Document, String> {
-        let patient = patient(bundle, report, reference)?;
-        let performers: Vec<&Value> = report["performer"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|p| resolve(bundle, p["reference"].as_str()?))
-            .collect();
-        let practitioner = performers
-            .iter()
-            .find(|r| r["resourceType"] == "Practitioner")
-            .ok_or(format!(
-                "{reference} has no performer Practitioner in the change (is `performer` in the channel's include?)"
-            ))?;
-        let org = performers
-            .iter()
-            .find(|r| r["resourceType"] == "Organization")
-            .ok_or(format!(
-                "{reference} has no performer Organization in the change: the laboratory"
-            ))?;
-        let organization = organization(org)?;
-        let facility = org["type"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(coded)
-            .find(|c| c.system == FACILITY_TYPES)
-            .ok_or(format!(
-                "Organization/{} has no type of system urn:oid:{FACILITY_TYPES} (TRE_R02: the healthCareFacility code)",
-                org["id"].as_str().unwrap_or_default()
-            ))?;
-        let author = professional(practitioner, organization.clone())?;
-        let report_code = coded(&report["code"]).ok_or(format!(
-            "{reference} has no code with a known system (LOINC)"
-        ))?;
-        let mut results = Vec::new();
-        for r in report["result"].as_array().into_iter().flatten() {
-            let Some(target) = r["reference"].as_str() else {
-                continue;
-            };
-            let obs = resolve(bundle, target).ok_or(format!(
-                "{reference}: result {target} is not in the change (is `result` in the channel's include?)"
-            ))?;
-            results.push(lab_result(obs, target)?);
-        }
-        if results.is_empty() {
-            return Err(format!("{reference} has no result Observation"));
-        }
-        let time = report["issued"]
-            .as_str()
-            .or(report["meta"]["lastUpdated"].as_str())
-            .and_then(ts)
-            .ok_or(format!("{reference} has no issued time"))?;
-        let start = report["effectiveDateTime"]
-            .as_str()
-            .or(report["effectivePeriod"]["start"].as_str())
-            .and_then(ts);
-        let encounter = report["encounter"]["reference"]
-            .as_str()
-            .and_then(|e| resolve(bundle, e));
-        let (set_id, doc_id, replaces) = ids(reference, version);
-        Ok(Document {
-            templates: vec!["1.3.6.1.4.1.19376.1.3.3", "1.2.250.1.213.1.1.1.55"],
-            id: doc_id,
-            code: Code {
-                code: "11502-2".into(),
-                system: write::loinc().into(),
-                display: "CR d'examens biologiques".into(),
-            },
-            title: "Compte rendu d'examens biologiques".into(),
-            time: time.clone(),
-            confidentiality: "N".into(),
-            set_id,
-            version,
-            replaces,
-            patient,
-            author,
-            custodian: organization,
-            service_code: report_code.clone(),
-            service_start: start.clone(),
-            service_end: Some(time),
-            practice_setting: Code {
-                code: "ETABLISSEMENT".into(),
-                system: write::PRACTICE_SETTING.into(),
-                display: "Etablissement de santé".into(),
-            },
-            encounter_id: encounter.and_then(national_id),
-            encounter_code: encounter
-                .and_then(|e| {
-                    let c = &e["class"];
-                    Some(Code {
-                        code: text(&c["code"])?,
-                        system: write::act_code().into(),
-                        display: text(&c["display"]).unwrap_or_default(),
-                    })
-                })
-                .unwrap_or(Code {
-                    code: "AMB".into(),
-                    system: write::act_code().into(),
-                    display: "Ambulatoire".into(),
-                }),
-            encounter_start: encounter
-                .and_then(|e| e["period"]["start"].as_str())
-                .and_then(ts),
-            encounter_end: encounter
-                .and_then(|e| e["period"]["end"].as_str())
-                .and_then(ts),
-            facility,
-            body: Body::Lab(LabChapter {
-                title: text(&report["code"]["text"]).unwrap_or_else(|| report_code.display.clone()),
-                code: report_code,
-                results,
-            }),
-        })
     }
 
     /// The Binary and the DocumentReference, as one transaction.
@@ -393,21 +178,27 @@ impl CdaDocument {
         let master = json!({"system": RFC3986, "value": ii_value(&d.id)});
         let subject = focus["subject"]["reference"].clone();
         let mut authors = vec![];
-        for p in focus["performer"].as_array().into_iter().flatten() {
+        for p in focus[self.volet.authors()].as_array().into_iter().flatten() {
             if let Some(r) = p["reference"].as_str()
                 && resolve(bundle, r).is_some()
             {
                 authors.push(json!({"reference": r}));
             }
         }
-        let custodian = authors
-            .iter()
-            .find(|a| {
-                a["reference"]
-                    .as_str()
-                    .is_some_and(|r| r.starts_with("Organization/"))
-            })
-            .cloned();
+        // The source's custodian, else the organisation among its authors.
+        let custodian = focus["custodian"]["reference"]
+            .as_str()
+            .map(|r| json!({"reference": r}))
+            .or_else(|| {
+                authors
+                    .iter()
+                    .find(|a| {
+                        a["reference"]
+                            .as_str()
+                            .is_some_and(|r| r.starts_with("Organization/"))
+                    })
+                    .cloned()
+            });
         let mut doc = json!({
             "resourceType": "DocumentReference",
             "masterIdentifier": master,
@@ -429,7 +220,7 @@ impl CdaDocument {
                     "title": d.title,
                     "creation": fhir_instant(&d.time),
                 },
-                "format": {"system": FORMAT_CODES, "code": "urn:ihe:lab:xd-lab:2008"},
+                "format": {"system": FORMAT_CODES, "code": self.volet.format_code()},
             }],
             "context": {
                 "facilityType": {"coding": [{"system": format!("urn:oid:{}", d.facility.system), "code": d.facility.code, "display": d.facility.display}]},
@@ -480,7 +271,7 @@ impl CdaDocument {
 
 /// The CDA's `setId`, `id` and the id of the version it replaces, from the source's
 /// reference and version.
-fn ids(reference: &str, version: u64) -> (Id, Id, Option<Id>) {
+pub(super) fn ids(reference: &str, version: u64) -> (Id, Id, Option<Id>) {
     let of = |name: String| Id {
         root: name_oid(&name),
         extension: None,
@@ -514,125 +305,6 @@ fn fhir_instant(ts: &str) -> String {
         &zone[..3],
         &zone[3..]
     )
-}
-
-fn patient(bundle: &Value, focus: &Value, reference: &str) -> Result<write::Patient, String> {
-    let target = focus["subject"]["reference"]
-        .as_str()
-        .ok_or(format!("{reference} has no subject"))?;
-    let p = resolve(bundle, target).ok_or(format!(
-        "{reference}: the subject {target} is not in the change (is `subject` in the channel's include?)"
-    ))?;
-    let mut ids = Vec::new();
-    let mut others = Vec::new();
-    for i in p["identifier"].as_array().into_iter().flatten() {
-        let (Some(system), Some(value)) = (i["system"].as_str(), text(&i["value"])) else {
-            continue;
-        };
-        let Some(root) = system.strip_prefix("urn:oid:") else {
-            continue;
-        };
-        let id = Id {
-            root: root.to_string(),
-            extension: Some(value),
-        };
-        if INS_OIDS.contains(&root) {
-            ids.push(id);
-        } else {
-            others.push(id);
-        }
-    }
-    if ids.is_empty() {
-        return Err(format!(
-            "{target} has no INS (an identifier of system urn:oid:1.2.250.1.213.1.4.8, .9, .10 or .11)"
-        ));
-    }
-    ids.extend(others);
-    let names = p["name"].as_array().cloned().unwrap_or_default();
-    let name = names
-        .iter()
-        .find(|n| n["use"] == "official")
-        .or(names.first())
-        .ok_or(format!("{target} has no name"))?;
-    Ok(write::Patient {
-        ids,
-        birth_family: text(&name["family"]).ok_or(format!("{target} has no family name"))?,
-        given: name["given"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(text)
-            .collect(),
-        gender: match p["gender"].as_str() {
-            Some("male") => "M",
-            Some("female") => "F",
-            _ => "U",
-        }
-        .into(),
-        birth_time: p["birthDate"].as_str().and_then(ts),
-        contact: contact(p),
-    })
-}
-
-fn professional(p: &Value, organization: Organization) -> Result<write::Professional, String> {
-    let reference = format!("Practitioner/{}", p["id"].as_str().unwrap_or_default());
-    let id = national_id(p).ok_or(format!(
-        "{reference} has no RPPS (an identifier of system {RPPS}) or national id"
-    ))?;
-    let name = &p["name"][0];
-    Ok(write::Professional {
-        id,
-        code: p["qualification"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find_map(|q| coded(&q["code"])),
-        family: text(&name["family"]).ok_or(format!("{reference} has no family name"))?,
-        given: name["given"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(text)
-            .collect(),
-        contact: contact(p),
-        organization,
-    })
-}
-
-fn lab_result(obs: &Value, target: &str) -> Result<LabResult, String> {
-    let code =
-        coded(&obs["code"]).ok_or(format!("{target} has no code with a known system (LOINC)"))?;
-    let number = |v: &Value| match v {
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    };
-    let q = &obs["valueQuantity"];
-    let quantity = number(&q["value"]).map(|v| {
-        let unit = q["code"]
-            .as_str()
-            .filter(|_| q["system"] == "http://unitsofmeasure.org")
-            .or(q["unit"].as_str())
-            .unwrap_or("1");
-        (v, unit.to_string())
-    });
-    let range = &obs["referenceRange"][0];
-    Ok(LabResult {
-        label: text(&obs["code"]["text"]).unwrap_or_else(|| code.display.clone()),
-        code,
-        time: obs["effectiveDateTime"]
-            .as_str()
-            .or(obs["issued"].as_str())
-            .and_then(ts),
-        text: text(&obs["valueString"]),
-        quantity,
-        interpretation: obs["interpretation"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find_map(coded),
-        low: number(&range["low"]["value"]),
-        high: number(&range["high"]["value"]),
-    })
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@ use serde_json::Value;
 
 use super::{Output, Routing, Transform};
 use crate::channel::Input;
-use crate::channel::change;
+use crate::channel::change::{self, resolve};
 use crate::channel::xdm::{self, Author, Code, DocumentEntry, SubmissionSet};
 use crate::channel::xds::metadata as cda_metadata;
 
@@ -197,16 +197,6 @@ impl Mssante {
             .map_err(|e| format!("the mail cannot be built: {e}"))?;
         Ok(message.formatted())
     }
-}
-
-/// A `Type/id` reference (or a `url` naming one) to a resource of the notification.
-fn resolve<'b>(bundle: &'b Value, reference: &str) -> Option<&'b Value> {
-    let (t, id) = change::local_target(reference)?;
-    bundle["entry"]
-        .as_array()?
-        .iter()
-        .map(|e| &e["resource"])
-        .find(|r| r["resourceType"] == t && r["id"] == id)
 }
 
 /// The mailboxes of the recipients: each one's `telecom` with `system: email` (a

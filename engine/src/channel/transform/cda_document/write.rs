@@ -2,8 +2,13 @@
 //! `recordTarget`, the author with the national professional id, the custodian, the
 //! confidentiality, language, time zone, `setId`/`versionNumber`, `relatedDocument` RPLC,
 //! `documentationOf/serviceEvent`, `componentOf/encompassingEncounter` with its
-//! `healthCareFacility` code) and the CR-BIO body. It reads a [`Document`], never FHIR: the
-//! transform ([`super`]) fills the model from the store's resources.
+//! `healthCareFacility` code) and the CR-BIO body; the LDL-SES body is [`letter`]'s. It reads
+//! a [`Document`], never FHIR: the transform ([`super`]) fills the model from the store's
+//! resources.
+
+mod letter;
+
+pub use letter::{Block, Cell, Letter, Medications, Section, Treatment};
 
 use crate::channel::xds::xml::Xml;
 
@@ -99,9 +104,20 @@ pub struct LabChapter {
     pub results: Vec<LabResult>,
 }
 
+/// The `encompassingEncounter`: the stay or visit the document belongs to.
+#[derive(Debug, Clone, Default)]
+pub struct Encounter {
+    pub id: Option<Id>,
+    /// ActCode: `AMB`, `IMP`, `EMER`...
+    pub code: Code,
+    pub start: Option<String>,
+    pub end: Option<String>,
+}
+
 #[derive(Debug, Clone)]
 pub enum Body {
     Lab(LabChapter),
+    Letter(Box<Letter>),
 }
 
 /// Everything a CI-SIS document says, already in CDA terms.
@@ -129,11 +145,7 @@ pub struct Document {
     /// `standardIndustryClassCode` of the performer's organisation (the DMP's
     /// practiceSettingCode).
     pub practice_setting: Code,
-    pub encounter_id: Option<Id>,
-    /// `encompassingEncounter/code` (ActCode: `AMB`, `IMP`, `EMER`...).
-    pub encounter_code: Code,
-    pub encounter_start: Option<String>,
-    pub encounter_end: Option<String>,
+    pub encounter: Encounter,
     /// `healthCareFacility/code` (TRE_R02, the DMP's healthcareFacilityTypeCode).
     pub facility: Code,
     pub body: Body,
@@ -362,17 +374,17 @@ pub fn write(d: &Document) -> String {
     // The encounter and its facility.
     x.open("componentOf", &[])
         .open("encompassingEncounter", &[]);
-    if let Some(id) = &d.encounter_id {
+    if let Some(id) = &d.encounter.id {
         x.empty("id", &id_attrs(id));
     }
-    code(&mut x, "code", &d.encounter_code);
+    code(&mut x, "code", &d.encounter.code);
     x.open("effectiveTime", &[]);
     time(
         &mut x,
         "low",
-        d.encounter_start.as_deref().or(d.service_start.as_deref()),
+        d.encounter.start.as_deref().or(d.service_start.as_deref()),
     );
-    if let Some(end) = &d.encounter_end {
+    if let Some(end) = &d.encounter.end {
         x.empty("high", &[("value", end.as_str())]);
     }
     x.close();
@@ -390,6 +402,7 @@ pub fn write(d: &Document) -> String {
             lab_chapter(&mut x, chapter);
             pdf_copy(&mut x, d, &lab_lines(d, chapter));
         }
+        Body::Letter(l) => letter::write(&mut x, d, l),
     }
     x.finish()
 }
@@ -556,10 +569,7 @@ fn lab_lines(d: &Document, c: &LabChapter) -> Vec<String> {
 fn pdf_copy(x: &mut Xml, d: &Document, lines: &[String]) {
     use base64::Engine as _;
     let pdf = base64::engine::general_purpose::STANDARD.encode(super::pdf::text_pdf(lines));
-    let id = |part: &str| Id {
-        root: d.id.root.clone(),
-        extension: Some(part.to_string()),
-    };
+    let id = |part: &str| part_id(d, part);
     let copy = Code {
         code: "55108-5".into(),
         system: LOINC.into(),
@@ -637,6 +647,23 @@ fn pdf_copy(x: &mut Xml, d: &Document, lines: &[String]) {
     x.close().close();
     x.close().close();
     x.close().close();
+}
+
+/// An id of one part of the document: the document's root, the part as extension.
+fn part_id(d: &Document, part: &str) -> Id {
+    Id {
+        root: d.id.root.clone(),
+        extension: Some(part.to_string()),
+    }
+}
+
+/// The practice setting of a hospital (TRE_A00 `ETABLISSEMENT`).
+pub fn establishment() -> Code {
+    Code {
+        code: "ETABLISSEMENT".into(),
+        system: PRACTICE_SETTING.into(),
+        display: "Etablissement de santé".into(),
+    }
 }
 
 /// The LOINC code system, for the transform.
