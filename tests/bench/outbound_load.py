@@ -115,9 +115,14 @@ class AckingPharmacy:
         asyncio.run(main())
 
 
-def channel(engine: Engine) -> dict:
-    [c] = [c for c in engine.http("GET", "/api/channels")[1] if c["id"] == CHANNEL]
+def channel(engine: Engine, name: str = CHANNEL) -> dict:
+    [c] = [c for c in engine.api("/api/channels") if c["id"] == name]
     return c
+
+
+def settled(engine: Engine, count: int, name: str = CHANNEL):
+    """A condition for wait_until: the channel has handled `count` messages, none waiting."""
+    return lambda: (c := channel(engine, name))["queued"] == 0 and c["sent"] + c["errored"] >= count
 
 
 def order(n: int, patient: str) -> dict:
@@ -242,18 +247,15 @@ def main() -> int:
                                "--scope", "system/*.*").stdout.strip()
             prescriber = Prescriber(engine, token)
 
-            def settled(count):
-                return lambda: (c := channel(engine))["queued"] == 0 and c["sent"] + c["errored"] >= count
-
             started = time.time()
             prescriber.burst(args.orders)
             written_at = time.time()
-            wait_until(settled(args.orders), 600)
+            wait_until(settled(engine, args.orders), 600)
             delivered_rate = args.orders / (peer.last_at - started)
             burst_latency = latencies(engine, 300)
             after = last_message_id(engine)
             prescriber.paced(args.paced, args.rate)
-            wait_until(settled(total), 600)
+            wait_until(settled(engine, total), 600)
             paced_latency = latencies(engine, 300, after)
             c = channel(engine)
         finally:

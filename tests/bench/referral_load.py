@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conftest import ROOT, Engine  # noqa: E402
 from mqtt_load import iso_seconds, pct, wait_until  # noqa: E402
-from outbound_load import last_message_id, latencies  # noqa: E402
+from outbound_load import channel, last_message_id, latencies, settled  # noqa: E402
 
 CHANNEL = "clinic-referrals"
 CLINIC_ORG = ("urn:oid:1.2.250.1.71.4.2.2", "1900123456")
@@ -110,11 +110,6 @@ class Referrer:
             self._post({"resourceType": "Bundle", "type": "transaction", "entry": self._entries(1)})
 
 
-def channel(engine: Engine) -> dict:
-    [c] = [c for c in engine.api("/api/channels") if c["id"] == CHANNEL]
-    return c
-
-
 def count(engine: Engine, bearer: str, resource_type: str) -> int:
     r = requests.get(f"{engine.base}/fhir/{resource_type}?_summary=count", timeout=60,
                      headers={"Authorization": f"Bearer {bearer}"})
@@ -158,20 +153,17 @@ def main() -> int:
             hospital_token, clinic_token = token(hospital, "system/*.*"), token(clinic, "system/*.*")
             referrer = Referrer(hospital, hospital_token)
 
-            def settled(n):
-                return lambda: (c := channel(hospital))["queued"] == 0 and c["sent"] + c["errored"] >= n
-
             started = time.time()
             referrer.burst(args.referrals)
             written_at = time.time()
-            wait_until(settled(args.referrals), 900)
+            wait_until(settled(hospital, args.referrals, CHANNEL), 900)
             burst_latency = latencies(hospital, 300, channel=CHANNEL, step="destination:clinic")
             delivered_at = last_delivery_end(hospital)
             after = last_message_id(hospital, CHANNEL)
             referrer.paced(args.paced, args.rate)
-            wait_until(settled(total), 900)
+            wait_until(settled(hospital, total, CHANNEL), 900)
             paced_latency = latencies(hospital, 300, after, channel=CHANNEL, step="destination:clinic")
-            c = channel(hospital)
+            c = channel(hospital, CHANNEL)
             at_clinic = {t: count(clinic, clinic_token, t) for t in ("ServiceRequest", "Patient", "Condition")}
         finally:
             hospital.stop()

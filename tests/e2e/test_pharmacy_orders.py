@@ -206,6 +206,14 @@ def test_an_order_waits_in_the_outbox_while_the_pharmacy_is_down(engine, fhir, p
     assert_valid_order(delivered, patient, "NW")
     engine.wait_for(lambda: engine.message(queued["id"])["status"] == "sent", TIMEOUT, "the order sent")
     settled(engine, sent=1)
+    # The message's view tells the delivery's story: each attempt a trace step with its
+    # outcome (the attempts the pharmacy was down for, then the pharmacy's answer), the outbox its count.
+    detail = engine.message(queued["id"])
+    attempts = [s for s in detail["trace"] if s["step"] == "destination:pharmacy"]
+    assert [s["outcome"] for s in attempts][-1] == "sent" and attempts[-1]["detail"] == "AA", attempts
+    assert attempts[:-1] and all(s["outcome"] == "retry" and s["detail"] for s in attempts[:-1]), attempts
+    [outbox] = detail["outbox"]
+    assert (outbox["status"], outbox["attempts"]) == ("sent", len(attempts)), outbox
     assert len(pharmacy.copies(delivered.control_id)) == 1, pharmacy.control_ids()
     assert len(pharmacy.received) == 1
 

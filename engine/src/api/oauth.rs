@@ -55,8 +55,17 @@ fn credentials(headers: &HeaderMap, form: &[(String, String)]) -> Option<(String
         };
         return Some((decode(id), decode(secret)));
     }
-    let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
-    Some((field("client_id")?, field("client_secret")?))
+    Some((
+        field(form, "client_id")?.to_string(),
+        field(form, "client_secret")?.to_string(),
+    ))
+}
+
+/// A field of the form body.
+fn field<'f>(form: &'f [(String, String)], name: &str) -> Option<&'f str> {
+    form.iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
 }
 
 pub async fn token(
@@ -65,12 +74,7 @@ pub async fn token(
     body: Bytes,
 ) -> Response {
     let form: Vec<(String, String)> = form_urlencoded::parse(&body).into_owned().collect();
-    let field = |name: &str| {
-        form.iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    };
-    match field("grant_type") {
+    match field(&form, "grant_type") {
         Some("client_credentials") => {}
         Some(other) => {
             return refuse(
@@ -118,7 +122,7 @@ pub async fn token(
             );
         }
     };
-    let scopes: Vec<String> = match field("scope") {
+    let scopes: Vec<String> = match field(&form, "scope") {
         None | Some("") => client.scopes.clone(),
         Some(asked) => {
             let asked: Vec<String> = asked.split_whitespace().map(String::from).collect();

@@ -202,6 +202,18 @@ struct Checker<'f> {
 }
 
 impl Checker<'_> {
+    /// A transform that reads store changes refuses any other source (`reads`: what it
+    /// expects of the changes). A source that is itself wrong has said so already.
+    fn require_store_source(&mut self, doc: &TransformDoc, reads: &str) {
+        if self.content.is_some_and(|c| c != Content::Change) {
+            let kind = doc.kind.as_str().to_string();
+            self.error(
+                &doc.kind,
+                format!("the `{kind}` transform takes a store source ({reads})"),
+            );
+        }
+    }
+
     fn error<T>(&mut self, at: &Spanned<T>, message: impl Into<String>) {
         let diagnostic = match at.span().start() {
             Some(mark) => {
@@ -1083,10 +1095,7 @@ impl Checker<'_> {
         doc: &TransformDoc,
         destinations: &[String],
     ) -> Option<Arc<dyn Transform>> {
-        // A source that is itself wrong has said so already.
-        if self.content.is_some_and(|c| c != Content::Change) {
-            self.error(&doc.kind, "the `mssante` transform takes a store source");
-        }
+        self.require_store_source(doc, "Communication changes");
         if doc.routes.is_some() || doc.mappings.is_some() || doc.default.is_some() {
             self.error(
                 &doc.kind,

@@ -9,6 +9,7 @@ pub mod filter;
 pub mod input;
 pub mod interpolate;
 pub mod load;
+pub mod national_ids;
 pub mod retry;
 pub mod transform;
 pub mod xdm;

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tokio::sync::Mutex;
 
-use super::http::{Answer, Peer, Tls};
+use super::http::{Answer, HttpSettings, Peer};
 use super::{Delivered, DeliveryError, DeliveryFuture, Destination};
 use crate::journal::OutboxItem;
 
@@ -27,11 +27,8 @@ use crate::journal::OutboxItem;
 pub struct FhirRestConfig {
     /// Where the Bundle is POSTed: the server's base URL (its transaction endpoint) or a
     /// channel endpoint that takes Bundles (`/api/inbound/{channel}`).
-    pub url: String,
+    pub http: HttpSettings,
     pub auth: Auth,
-    pub tls: Tls,
-    pub connect_timeout: Duration,
-    pub timeout: Duration,
 }
 
 /// How the destination authenticates.
@@ -62,12 +59,7 @@ pub struct FhirRestDestination {
 impl FhirRestDestination {
     pub fn new(config: &FhirRestConfig) -> Self {
         Self {
-            peer: Peer::new(
-                &config.url,
-                &config.tls,
-                config.connect_timeout,
-                config.timeout,
-            ),
+            peer: Peer::new(&config.http),
             auth: config.auth.clone(),
             access: Mutex::new(None),
         }

@@ -16,6 +16,16 @@ pub struct Tls {
     pub ca: Option<PathBuf>,
 }
 
+/// Where an HTTP destination sends and how: what its channel file says.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    pub url: String,
+    pub tls: Tls,
+    pub connect_timeout: Duration,
+    /// The whole exchange, answer included (a registry may take a while).
+    pub timeout: Duration,
+}
+
 /// A client with those timeouts and that TLS, or why not (a missing certificate file).
 pub fn client(
     tls: &Tls,
@@ -66,10 +76,10 @@ pub struct Answer {
 }
 
 impl Peer {
-    pub fn new(url: &str, tls: &Tls, connect_timeout: Duration, timeout: Duration) -> Self {
+    pub fn new(settings: &HttpSettings) -> Self {
         Self {
-            url: url.to_string(),
-            client: client(tls, connect_timeout, timeout),
+            url: settings.url.clone(),
+            client: client(&settings.tls, settings.connect_timeout, settings.timeout),
         }
     }
 

@@ -10,9 +10,8 @@ mod smtp;
 mod xds;
 
 pub use fhir_rest::{Auth as FhirAuth, FhirRestConfig};
-pub use http::Tls as HttpTls;
+pub use http::{HttpSettings, Tls as HttpTls};
 pub use smtp::{SmtpConfig, SmtpTls};
-pub use xds::XdsConfig;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -47,7 +46,7 @@ pub enum DestinationKind {
     /// SMTP submission of a complete mail (the payload).
     Smtp(SmtpConfig),
     /// An IHE XDS.b repository (the DMP): ITI-41 requests over HTTP(S).
-    Xds(XdsConfig),
+    Xds(HttpSettings),
     /// Another FHIR server (the partner clinic's): the payload, a Bundle, POSTed over HTTP(S).
     Fhir(FhirRestConfig),
 }

@@ -12,38 +12,20 @@
 //! | no answer, timeout, HTTP 5xx/408/429 without SOAP | retried |
 //! | other HTTP status without SOAP | dead letter |
 
-use std::time::Duration;
-
-use super::http::{Peer, Tls};
+use super::http::{HttpSettings, Peer};
 use super::{Delivered, DeliveryError, DeliveryFuture, Destination};
 use crate::channel::xds::mtom::Framed;
 use crate::channel::xds::soap::{Outcome, classify};
 use crate::journal::OutboxItem;
-
-/// An `xds` destination's settings.
-#[derive(Debug, Clone)]
-pub struct XdsConfig {
-    /// The repository's ITI-41 endpoint.
-    pub url: String,
-    pub tls: Tls,
-    pub connect_timeout: Duration,
-    /// The whole exchange, answer included (a registry may take a while).
-    pub timeout: Duration,
-}
 
 pub struct XdsDestination {
     peer: Peer,
 }
 
 impl XdsDestination {
-    pub fn new(config: &XdsConfig) -> Self {
+    pub fn new(settings: &HttpSettings) -> Self {
         Self {
-            peer: Peer::new(
-                &config.url,
-                &config.tls,
-                config.connect_timeout,
-                config.timeout,
-            ),
+            peer: Peer::new(settings),
         }
     }
 }

@@ -14,12 +14,7 @@ impl Checker<'_> {
         doc: &TransformDoc,
         destinations: &[String],
     ) -> Option<Arc<dyn Transform>> {
-        if !matches!(self.content, Some(crate::channel::Content::Change)) {
-            self.error(
-                &doc.kind,
-                "the `cda-document` transform takes a store source (the resources a document is written from)",
-            );
-        }
+        self.require_store_source(doc, "the resources a document is written from");
         let Some(volet) = &doc.volet else {
             self.error(
                 &doc.kind,

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use super::Checker;
-use crate::channel::Content;
 use crate::channel::destination::{FhirAuth, FhirRestConfig};
 use crate::channel::doc::{DestinationDoc, Text, TransformDoc};
 use crate::channel::transform::{FhirTransaction, Transform};
@@ -26,13 +25,7 @@ impl Checker<'_> {
             "where the Bundle is POSTed (the server's base URL)",
         )?;
         let auth = self.fhir_auth(doc);
-        Some(FhirRestConfig {
-            url: http.url,
-            auth,
-            tls: http.tls,
-            connect_timeout: http.connect_timeout,
-            timeout: http.timeout,
-        })
+        Some(FhirRestConfig { http, auth })
     }
 
     /// `token_url` (with `client_id` and `client_secret`) wins over `token`; both may be
@@ -76,12 +69,7 @@ impl Checker<'_> {
         doc: &TransformDoc,
         destinations: &[String],
     ) -> Option<Arc<dyn Transform>> {
-        if !matches!(self.content, Some(Content::Change)) {
-            self.error(
-                &doc.kind,
-                "the `fhir-transaction` transform takes a store source (the store's changes)",
-            );
-        }
+        self.require_store_source(doc, "the store's changes");
         let Some(system) = &doc.identifier_system else {
             self.error(
                 &doc.kind,
@@ -135,7 +123,7 @@ mod tests {
         let DestinationKind::Fhir(fhir) = &c.destinations[0].kind else {
             panic!("{:?}", c.destinations[0].kind)
         };
-        assert_eq!(fhir.url, "https://clinic.test/fhir");
+        assert_eq!(fhir.http.url, "https://clinic.test/fhir");
         assert_eq!(
             fhir.auth,
             super::FhirAuth::ClientCredentials {

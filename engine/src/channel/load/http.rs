@@ -4,16 +4,8 @@
 use std::time::Duration;
 
 use super::Checker;
-use crate::channel::destination::HttpTls;
+use crate::channel::destination::{HttpSettings, HttpTls};
 use crate::channel::doc::DestinationDoc;
-
-/// A destination's HTTP settings, as read.
-pub(super) struct Http {
-    pub url: String,
-    pub tls: HttpTls,
-    pub connect_timeout: Duration,
-    pub timeout: Duration,
-}
 
 impl Checker<'_> {
     /// `url` (required: `needs` says what it is), the refused keys, the TLS files, the
@@ -23,7 +15,7 @@ impl Checker<'_> {
         doc: &DestinationDoc,
         kind: &str,
         needs: &str,
-    ) -> Option<Http> {
+    ) -> Option<HttpSettings> {
         let Some(url) = &doc.url else {
             self.error(
                 &doc.kind,
@@ -59,7 +51,7 @@ impl Checker<'_> {
             key: self.existing_file(doc.client_key.as_ref()),
             ca: self.existing_file(doc.ca_file.as_ref()),
         };
-        Some(Http {
+        Some(HttpSettings {
             url: value,
             tls,
             connect_timeout: self.duration(doc.connect_timeout.as_ref(), Duration::from_secs(10)),

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::Checker;
-use crate::channel::destination::XdsConfig;
+use crate::channel::destination::HttpSettings;
 use crate::channel::doc::{DestinationDoc, Text, TransformDoc};
 use crate::channel::transform::Transform;
 use crate::channel::xds::{XdsProvide, XdsSettings};
@@ -53,14 +53,8 @@ impl Checker<'_> {
         Some(path)
     }
 
-    pub(super) fn xds_destination(&mut self, doc: &DestinationDoc) -> Option<XdsConfig> {
-        let http = self.http_destination(doc, "xds", "the repository's ITI-41 endpoint")?;
-        Some(XdsConfig {
-            url: http.url,
-            tls: http.tls,
-            connect_timeout: http.connect_timeout,
-            timeout: http.timeout,
-        })
+    pub(super) fn xds_destination(&mut self, doc: &DestinationDoc) -> Option<HttpSettings> {
+        self.http_destination(doc, "xds", "the repository's ITI-41 endpoint")
     }
 
     pub(super) fn xds_provide(
@@ -68,12 +62,7 @@ impl Checker<'_> {
         doc: &TransformDoc,
         destinations: &[String],
     ) -> Option<Arc<dyn Transform>> {
-        if !matches!(self.content, Some(crate::channel::Content::Change)) {
-            self.error(
-                &doc.kind,
-                "the `xds-provide` transform takes a store source (DocumentReference changes)",
-            );
-        }
+        self.require_store_source(doc, "DocumentReference changes");
         let Some(source_id) = &doc.source_id else {
             self.error(
                 &doc.kind,

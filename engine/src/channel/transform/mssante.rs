@@ -23,19 +23,9 @@ use serde_json::Value;
 use super::{Output, Routing, Transform};
 use crate::channel::Input;
 use crate::channel::change::{self, resolve};
+use crate::channel::national_ids::{IDNPS, INS_OIDS, RPPS};
 use crate::channel::xdm::{self, Author, Code, DocumentEntry, SubmissionSet};
 use crate::channel::xds::metadata as cda_metadata;
-
-/// The INS OIDs (FRANCE.md): INS-NIR, INS-NIA, and the test and demonstration NIR.
-const INS_OIDS: [&str; 4] = [
-    "1.2.250.1.213.1.4.8",
-    "1.2.250.1.213.1.4.9",
-    "1.2.250.1.213.1.4.10",
-    "1.2.250.1.213.1.4.11",
-];
-/// National professional identifiers (0 + ADELI, 8 + RPPS).
-const IDNPS: &str = "1.2.250.1.71.4.2.1";
-const RPPS: &str = "https://rpps.esante.gouv.fr";
 
 pub struct Mssante {
     /// The sending mailbox, `Name <box@domain>` or `box@domain`.

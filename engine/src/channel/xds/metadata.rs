@@ -9,6 +9,7 @@
 use roxmltree::Node;
 
 use super::xml::Xml;
+use crate::channel::national_ids::INS_OIDS;
 
 /// Classification schemes and external identifiers of ITI TF-3 4.2.5 (Table 4.2.5-1).
 pub mod scheme {
@@ -35,13 +36,6 @@ pub mod scheme {
 }
 
 const CDA: &str = "urn:hl7-org:v3";
-/// INS (NIR, NIA, and their test roots): the identity the DMP files documents under.
-const INS_ROOTS: [&str; 4] = [
-    "1.2.250.1.213.1.4.8",
-    "1.2.250.1.213.1.4.9",
-    "1.2.250.1.213.1.4.10",
-    "1.2.250.1.213.1.4.11",
-];
 const CLASS_SCHEME: &str = "1.2.250.1.213.1.1.4.1";
 
 /// A coded value as XDS writes it: code, coding scheme (an OID) and display name.
@@ -117,7 +111,7 @@ pub fn read(document: &[u8]) -> Result<DocumentEntry, String> {
         instance_id(need(&["id"], "id")?).ok_or("the CDA's ClinicalDocument/id has no root")?;
     let patient = need(&["recordTarget", "patientRole"], "recordTarget/patientRole")?;
     let ins = children(patient, "id")
-        .find(|id| INS_ROOTS.contains(&id.attribute("root").unwrap_or_default()))
+        .find(|id| INS_OIDS.contains(&id.attribute("root").unwrap_or_default()))
         .ok_or("the patient has no INS (recordTarget/patientRole/id with an INS root): the DMP files documents under the INS")?;
     let (ins_value, ins_root) = (
         ins.attribute("extension").unwrap_or_default(),
@@ -131,11 +125,7 @@ pub fn read(document: &[u8]) -> Result<DocumentEntry, String> {
         .filter_map(|id| {
             let value = id.attribute("extension")?;
             let root = id.attribute("root")?;
-            let kind = if INS_ROOTS.contains(&root) {
-                "NH"
-            } else {
-                "PI"
-            };
+            let kind = if INS_OIDS.contains(&root) { "NH" } else { "PI" };
             Some(format!("PID-3|{}^^^&{root}&ISO^{kind}", cx_escape(value)))
         })
         .collect();

@@ -5,16 +5,8 @@
 use serde_json::Value;
 
 use super::write::{self, Code, Contact, Encounter, Id, Organization};
+pub(super) use crate::channel::national_ids::{FINESS, IDNPS, IDNST, INS_OIDS, RPPS};
 
-/// The INS OIDs: INS-NIR, INS-NIA, the test and demonstration NIR.
-const INS_OIDS: [&str; 4] = [
-    "1.2.250.1.213.1.4.8",
-    "1.2.250.1.213.1.4.9",
-    "1.2.250.1.213.1.4.10",
-    "1.2.250.1.213.1.4.11",
-];
-pub(super) const RPPS: &str = "https://rpps.esante.gouv.fr";
-pub(super) const FINESS: &str = "https://finess.esante.gouv.fr";
 /// TRE_R02 facility types (`healthCareFacility/code`).
 const FACILITY_TYPES: &str = "1.2.250.1.71.4.2.4";
 
@@ -124,13 +116,13 @@ pub(super) fn national_id(resource: &Value) -> Option<Id> {
     };
     if let Some(v) = find(RPPS) {
         return Some(Id {
-            root: write::IDNPS.into(),
+            root: IDNPS.into(),
             extension: Some(format!("8{v}")),
         });
     }
     if let Some(v) = find(FINESS) {
         return Some(Id {
-            root: write::IDNST.into(),
+            root: IDNST.into(),
             extension: Some(format!("1{v}")),
         });
     }
@@ -147,7 +139,7 @@ pub(super) fn organization(org: &Value) -> Result<Organization, String> {
     Ok(Organization {
         id: national_id(org).ok_or(format!(
             "{reference} has no identifier (FINESS, or an urn:oid: system such as {})",
-            write::IDNST
+            IDNST
         ))?,
         name: text(&org["name"]).ok_or(format!("{reference} has no name"))?,
         contact: contact(org),

@@ -12,10 +12,6 @@ pub use letter::{Block, Cell, Letter, Medications, Section, Treatment};
 
 use crate::channel::xds::xml::Xml;
 
-/// The national professional identifiers (0 + ADELI, 8 + RPPS).
-pub const IDNPS: &str = "1.2.250.1.71.4.2.1";
-/// The national structure identifiers (1 + FINESS, 2 + SIREN, 3 + SIRET...).
-pub const IDNST: &str = "1.2.250.1.71.4.2.2";
 const LOINC: &str = "2.16.840.1.113883.6.1";
 const CONFIDENTIALITY: &str = "2.16.840.1.113883.5.25";
 const GENDER: &str = "2.16.840.1.113883.5.1";
