@@ -64,7 +64,7 @@ async fn retransmission_is_a_duplicate_but_reused_control_id_with_new_content_is
     from_elsewhere.sender = "RAD^HOSP".into();
     assert_eq!(j.append(from_elsewhere).await.unwrap().duplicate_of, None);
     // Only the non-duplicates wait for processing.
-    let pending = j.pending_received("in").await.unwrap();
+    let pending = j.pending_received("in", 0, 100).await.unwrap();
     assert_eq!(
         pending.iter().map(|p| p.id).collect::<Vec<_>>(),
         vec![first.id, other.id, other.id + 1]
@@ -160,7 +160,10 @@ async fn processing_outbox_delivery_and_reprocess() {
         }
     );
     assert!(j.outbox_head("in", "lab", 10).await.unwrap().is_empty());
-    assert_eq!(j.pending_received("in").await.unwrap()[0].generation, 1);
+    assert_eq!(
+        j.pending_received("in", 0, 100).await.unwrap()[0].generation,
+        1
+    );
     // A result from the stale run is ignored.
     j.record_processed(Processed {
         id: a.id,
@@ -344,7 +347,7 @@ async fn an_outcome_handed_with_the_message_is_committed_with_it_once() {
     assert_eq!(steps, ["receive", "parse", "transform"]);
     assert_eq!(j.outbox_head("in", "file", 10).await.unwrap().len(), 1);
     // Nothing is left for the processor to pick up.
-    assert!(j.pending_received("in").await.unwrap().is_empty());
+    assert!(j.pending_received("in", 0, 100).await.unwrap().is_empty());
 
     // The retransmission is a duplicate: its outcome is dropped, no second delivery queued.
     let again = j.append(with_outcome()).await.unwrap();
@@ -373,5 +376,135 @@ async fn a_retransmission_after_a_restart_is_still_recognised() {
             .unwrap()
             .duplicate_of,
         None
+    );
+}
+
+fn queued_for(id: i64, destination: &str, step: &str) -> Processed {
+    Processed {
+        id,
+        generation: 0,
+        outcome: Outcome {
+            status: Status::Queued,
+            error: None,
+            steps: vec![TraceStep::new(step, now_micros(), 5, "ok")],
+            outbox: vec![NewOutbox {
+                destination: destination.into(),
+                payload: None,
+            }],
+        },
+    }
+}
+
+#[tokio::test]
+async fn a_message_processed_twice_keeps_its_first_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = journal(dir.path()).await;
+    let a = j.append(message("C1", "A")).await.unwrap();
+    j.record_processed(queued_for(a.id, "lab", "first"))
+        .await
+        .unwrap();
+    let [item] = &j.outbox_head("in", "lab", 10).await.unwrap()[..] else {
+        panic!("one delivery queued")
+    };
+    j.record_deliveries(vec![Delivery {
+        outbox_id: item.id,
+        message_id: a.id,
+        result: DeliveryResult::Sent,
+        step: None,
+    }])
+    .await
+    .unwrap();
+    // The same run again (swept from the journal while it was also queued in memory), with
+    // another outcome: nothing of it is kept, and the message stays delivered.
+    j.record_processed(queued_for(a.id, "other", "second"))
+        .await
+        .unwrap();
+    let detail = j.get_message(a.id).await.unwrap().unwrap();
+    assert_eq!(detail.summary.status, "sent");
+    assert_eq!(detail.outbox.len(), 1, "no second outbox entry");
+    assert!(j.outbox_head("in", "other", 10).await.unwrap().is_empty());
+    assert!(detail.trace.iter().all(|t| t.step != "second"));
+    assert!(detail.trace.iter().any(|t| t.step == "first"));
+}
+
+#[tokio::test]
+async fn waiting_messages_are_read_a_page_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = journal(dir.path()).await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(j.append(message(&format!("C{i}"), "A")).await.unwrap().id);
+    }
+    let first = j.pending_received("in", 0, 2).await.unwrap();
+    assert_eq!(first.iter().map(|p| p.id).collect::<Vec<_>>(), ids[..2]);
+    let rest = j.pending_received("in", ids[1], 10).await.unwrap();
+    assert_eq!(rest.iter().map(|p| p.id).collect::<Vec<_>>(), ids[2..]);
+    assert!(
+        j.pending_received("in", ids[4], 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn delivery_results_of_many_messages_are_recorded_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = journal(dir.path()).await;
+    let mut messages = Vec::new();
+    for i in 0..4 {
+        let a = j.append(message(&format!("C{i}"), "A")).await.unwrap();
+        j.record_processed(queued_for(a.id, "lab", "parse"))
+            .await
+            .unwrap();
+        messages.push(a.id);
+    }
+    let head = j.outbox_head("in", "lab", 10).await.unwrap();
+    assert_eq!(head.len(), 4);
+    j.mark_inflight(head.iter().map(|i| i.id).collect())
+        .await
+        .unwrap();
+    // Two delivered, one to try again, one not attempted: one batch of results.
+    let result = |n: usize| match n {
+        0 | 1 => DeliveryResult::Sent,
+        2 => DeliveryResult::Retry {
+            at: now_micros() + 60_000_000,
+            error: "timeout".into(),
+        },
+        _ => DeliveryResult::Release,
+    };
+    let results = head
+        .iter()
+        .enumerate()
+        .map(|(n, item)| Delivery {
+            outbox_id: item.id,
+            message_id: item.message_id,
+            result: result(n),
+            step: (n < 3).then(|| TraceStep::new("destination:lab", now_micros(), 7, "done")),
+        })
+        .collect();
+    j.record_deliveries(results).await.unwrap();
+    let status = async |id: i64| j.get_message(id).await.unwrap().unwrap();
+    for (n, id) in messages.iter().enumerate() {
+        let detail = status(*id).await;
+        let delivered = detail.trace.iter().any(|t| t.step == "destination:lab");
+        assert_eq!(delivered, n < 3, "message {n}: its own step, only its own");
+        let expected = if n < 2 { "sent" } else { "queued" };
+        assert_eq!(detail.summary.status, expected, "message {n}");
+        let entry = &detail.outbox[0];
+        let (state, attempts) = match n {
+            0 | 1 => ("sent", 1),
+            2 => ("pending", 1),
+            _ => ("pending", 0),
+        };
+        assert_eq!(
+            (entry.status.as_str(), entry.attempts),
+            (state, attempts),
+            "message {n}"
+        );
+    }
+    assert_eq!(
+        status(messages[2]).await.outbox[0].last_error.as_deref(),
+        Some("timeout")
     );
 }

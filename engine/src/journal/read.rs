@@ -125,11 +125,22 @@ impl Journal {
     }
 
     /// Messages committed but not yet processed (after a restart, or reprocessed).
-    pub async fn pending_received(&self, channel: &str) -> Result<Vec<Pending>> {
+    /// Messages of `channel` waiting to be processed, oldest first: at most `limit` of them,
+    /// after message `after` (0 from the start). A page at a time, so that a backlog of any
+    /// size is swept with bounded memory.
+    pub async fn pending_received(
+        &self,
+        channel: &str,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<Pending>> {
         let rows = sqlx::query(
-            "SELECT id, channel, generation, raw FROM messages WHERE status = 'received' AND channel = ? ORDER BY id",
+            "SELECT id, channel, generation, raw FROM messages
+             WHERE status = 'received' AND channel = ? AND id > ? ORDER BY id LIMIT ?",
         )
         .bind(channel)
+        .bind(after)
+        .bind(limit)
         .fetch_all(self.reader())
         .await?;
         rows.iter()

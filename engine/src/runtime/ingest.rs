@@ -179,11 +179,14 @@ impl MllpIngest {
             "ok",
         );
         // The pipeline is CPU work: run it now and commit its outcome with the message, which
-        // halves the journal writes per message. The ACK still waits for that one commit.
+        // halves the journal writes per message. The ACK still waits for that one commit, so
+        // while other senders wait for theirs, the processor (running below them) does it;
+        // and while the processor has earlier messages, it does this one after them.
         let channel = self
             .runtime
             .channel(&self.channel)
-            .filter(|c| c.is_running());
+            .filter(|c| c.is_running() && !c.has_backlog())
+            .filter(|_| !self.runtime.pressure().contended());
         let outcome = channel.map(|c| pipeline(&c.channel, &self.stats, &input, parsed));
         let effects = outcome.as_ref().map(|o| {
             let destinations: Vec<String> = o
@@ -305,6 +308,7 @@ fn is_reject(error: &AckError) -> bool {
 impl FrameHandler for MllpIngest {
     async fn handle(&self, frame: Frame, peer: SocketAddr) -> Option<Bytes> {
         let started = Instant::now();
+        let _waiting = self.runtime.pressure().waiting();
         match frame {
             Frame::Message(bytes) => self.accept(bytes, peer, started).await,
             Frame::Oversize { size, head } => {

@@ -3,6 +3,7 @@
 //! source, the task following the store's change feed. Sources hand messages in through
 //! [`Runtime::submit`] once they are journaled.
 
+mod backlog;
 pub mod devices;
 mod downstream;
 pub mod file_ingest;
@@ -10,13 +11,14 @@ pub mod http_ingest;
 pub mod ingest;
 pub mod mqtt_ingest;
 mod outbox;
+pub mod pressure;
 mod processor;
 pub mod replies;
 mod store_source;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
 use anyhow::{Result, anyhow};
 use serde::Serialize;
@@ -44,14 +46,16 @@ pub struct Runtime {
     /// The runtime processing, deliveries and store sources run on (after `tasks`: dropped
     /// once they end).
     downstream: downstream::Downstream,
+    /// Senders waiting for an acknowledgement: processing gives way to them.
+    pressure: Arc<pressure::Pressure>,
 }
 
 pub struct ChannelRuntime {
     pub channel: Channel,
     pub stats: Arc<ChannelStats>,
     queue: Option<mpsc::Sender<Pending>>,
-    /// Set when the queue was full: the processor then reads waiting messages from the journal.
-    overflow: Arc<AtomicBool>,
+    /// What the processor still has to do (the queue, and what waits in the journal).
+    backlog: Arc<backlog::Backlog>,
     wake: Arc<Notify>,
     /// One waker per destination outbox worker.
     outboxes: HashMap<String, Arc<Notify>>,
@@ -81,6 +85,11 @@ pub struct DestinationView {
 impl ChannelRuntime {
     pub fn is_running(&self) -> bool {
         self.queue.is_some()
+    }
+
+    /// Whether the processor has messages still to process (see `backlog.rs`).
+    pub fn has_backlog(&self) -> bool {
+        !self.backlog.is_empty()
     }
 
     fn view(&self) -> ChannelView {
@@ -131,6 +140,7 @@ impl Runtime {
         let tasks = TaskTracker::new();
         let downstream = downstream::Downstream::start()?;
         let replies = Arc::new(replies::Replies::default());
+        let pressure = Arc::new(pressure::Pressure::default());
         let mut runtimes = BTreeMap::new();
         for channel in channels {
             let stats = Arc::new(
@@ -142,7 +152,7 @@ impl Runtime {
             let runs = channel.enabled && channel.paused.is_none();
             let mut outboxes = HashMap::new();
             let mut queue = None;
-            let overflow = Arc::new(AtomicBool::new(true)); // start by sweeping the journal
+            let backlog = Arc::new(backlog::Backlog::starting());
             let wake = Arc::new(Notify::new());
             if runs {
                 let dead_letters = Arc::new(tokio::sync::Mutex::new(()));
@@ -163,6 +173,7 @@ impl Runtime {
                             replies: matches!(channel.source, SourceConfig::Http { .. })
                                 .then(|| replies.clone()),
                             shutdown: shutdown.clone(),
+                            pressure: pressure.clone(),
                         }),
                     );
                 }
@@ -175,10 +186,12 @@ impl Runtime {
                         channel: channel.clone(),
                         stats: stats.clone(),
                         queue: rx,
-                        overflow: overflow.clone(),
+                        backlog: backlog.clone(),
                         wake: wake.clone(),
                         outboxes: outboxes.clone(),
                         shutdown: shutdown.clone(),
+                        pressure: pressure.clone(),
+                        swept_through: Default::default(),
                     }),
                 );
             } else {
@@ -191,7 +204,7 @@ impl Runtime {
                     channel,
                     stats,
                     queue,
-                    overflow,
+                    backlog,
                     wake,
                     outboxes,
                 }),
@@ -208,6 +221,7 @@ impl Runtime {
             tasks,
             replies,
             downstream,
+            pressure,
         });
         // Store sources journal through the runtime itself, so they start once it exists;
         // like the processors, they run downstream and end with `stop`.
@@ -236,6 +250,11 @@ impl Runtime {
         &self.journal
     }
 
+    /// Senders waiting for an acknowledgement (see `pressure.rs`).
+    pub fn pressure(&self) -> &pressure::Pressure {
+        &self.pressure
+    }
+
     pub fn replies(&self) -> &replies::Replies {
         &self.replies
     }
@@ -262,9 +281,10 @@ impl Runtime {
             return;
         };
         let Some(queue) = &channel.queue else { return };
+        channel.backlog.handing();
         if queue.try_send(pending).is_err() {
             // Still safe in the journal as `received`: the processor will sweep it up.
-            channel.overflow.store(true, Ordering::Release);
+            channel.backlog.not_handed();
             channel.wake.notify_one();
         }
     }

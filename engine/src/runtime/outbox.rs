@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use super::pressure::{MAX_HOLD, Pressure};
 use super::replies::Replies;
 use crate::channel::DestinationConfig;
 use crate::channel::destination::{Destination, Reply};
@@ -27,9 +28,11 @@ pub(super) struct Worker {
     /// Where a waiting sender gets the destination's answer (HTTP sources only).
     pub replies: Option<Arc<Replies>>,
     pub shutdown: CancellationToken,
+    pub pressure: Arc<Pressure>,
 }
 
 const BATCH: i64 = 64;
+const HELD_BATCH: i64 = 16;
 /// Even without a wake-up, look at the queue this often (a reprocess from another node...).
 const POLL: Duration = Duration::from_secs(5);
 
@@ -38,7 +41,13 @@ pub(super) async fn run(w: Worker) {
         if w.shutdown.is_cancelled() {
             return;
         }
-        let head = match w.journal.outbox_head(&w.channel, &w.config.id, BATCH).await {
+        w.pressure.hold_back(MAX_HOLD).await;
+        let size = if w.pressure.contended() {
+            HELD_BATCH
+        } else {
+            BATCH
+        };
+        let head = match w.journal.outbox_head(&w.channel, &w.config.id, size).await {
             Ok(head) => head,
             Err(e) => {
                 tracing::error!(channel = %w.channel, destination = %w.config.id, error = %e, "cannot read the outbox");

@@ -3,18 +3,18 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering::*};
+use std::sync::atomic::{AtomicI64, Ordering::*};
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use super::backlog::Backlog;
+use super::pressure::{MAX_HOLD, Pressure};
 use crate::channel::transform::Routing;
 use crate::channel::{Channel, Condition, Input};
-use crate::journal::{
-    Journal, NewOutbox, Outcome, Pending, Processed, Status, TraceStep, now_micros,
-};
+use crate::journal::{self, Journal, NewOutbox, Outcome, Pending, Status, TraceStep, now_micros};
 use crate::metrics::ChannelStats;
 
 pub(super) struct Processor {
@@ -22,39 +22,34 @@ pub(super) struct Processor {
     pub channel: Channel,
     pub stats: Arc<ChannelStats>,
     pub queue: mpsc::Receiver<Pending>,
-    pub overflow: Arc<AtomicBool>,
+    pub backlog: Arc<Backlog>,
     pub wake: Arc<Notify>,
     pub outboxes: HashMap<String, Arc<Notify>>,
     pub shutdown: CancellationToken,
+    pub pressure: Arc<Pressure>,
+    /// The last message a sweep of the journal went through (see `skip_swept`).
+    pub swept_through: AtomicI64,
 }
 
 const BATCH: usize = 256;
+const HELD_BATCH: usize = 32;
 
 pub(super) async fn run(mut p: Processor) {
     let mut batch = Vec::with_capacity(BATCH);
     loop {
-        if p.overflow.swap(false, AcqRel) {
+        if p.backlog.begin_sweep() {
             // Messages the in-memory queue could not take (or left by a stop) are in the
             // journal as `received`. Processing one twice is harmless: results are keyed.
-            match p.journal.pending_received(&p.channel.id).await {
-                Ok(list) => {
-                    for chunk in list.chunks(BATCH) {
-                        p.process_batch(chunk.to_vec()).await;
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(channel = %p.channel.id, error = %e, "cannot read waiting messages");
-                    p.overflow.store(true, Release);
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            }
+            p.sweep().await;
+            p.backlog.swept();
             continue;
         }
         tokio::select! {
             n = p.queue.recv_many(&mut batch, BATCH) => {
                 if n == 0 { return; }
-                let work = std::mem::take(&mut batch);
+                let work = p.skip_swept(std::mem::take(&mut batch));
                 p.process_batch(work).await;
+                p.backlog.done(n);
             }
             _ = p.wake.notified() => {}
             _ = p.shutdown.cancelled() => return,
@@ -63,8 +58,61 @@ pub(super) async fn run(mut p: Processor) {
 }
 
 impl Processor {
+    /// Drops from a batch taken from the in-memory queue the messages a sweep has already
+    /// processed: they were queued when the queue overflowed, and swept up with the rest.
+    /// Journal ids are given in commit order, so a first run (generation 0) with an id the
+    /// sweep went past was committed before the sweep read that far, and was in it. (The
+    /// journal itself keeps only the first result of a run; this spares the work and keeps
+    /// the live counters right.)
+    fn skip_swept(&self, batch: Vec<Pending>) -> Vec<Pending> {
+        let swept = self.swept_through.load(Acquire);
+        batch
+            .into_iter()
+            .filter(|m| m.generation > 0 || m.id > swept)
+            .collect()
+    }
+
+    /// Processes the channel's messages waiting in the journal, a page at a time.
+    async fn sweep(&self) {
+        let mut after = 0;
+        loop {
+            match self
+                .journal
+                .pending_received(&self.channel.id, after, BATCH as i64)
+                .await
+            {
+                Ok(page) => {
+                    let Some(last) = page.last() else { return };
+                    after = last.id;
+                    self.process_batch(page).await;
+                    self.swept_through.fetch_max(after, AcqRel);
+                }
+                Err(e) => {
+                    tracing::error!(channel = %self.channel.id, error = %e, "cannot read waiting messages");
+                    self.backlog.left_in_journal();
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    return;
+                }
+            }
+            if self.shutdown.is_cancelled() {
+                return;
+            }
+        }
+    }
+
     async fn process_batch(&self, batch: Vec<Pending>) {
-        let results: Vec<Processed> = batch.iter().map(|m| self.process(m)).collect();
+        let mut batch = batch;
+        while batch.len() > HELD_BATCH && self.pressure.contended() {
+            let rest = batch.split_off(HELD_BATCH);
+            self.pressure.hold_back(MAX_HOLD).await;
+            self.process_now(std::mem::replace(&mut batch, rest)).await;
+        }
+        self.pressure.hold_back(MAX_HOLD).await;
+        self.process_now(batch).await;
+    }
+
+    async fn process_now(&self, batch: Vec<Pending>) {
+        let results: Vec<journal::Processed> = batch.iter().map(|m| self.process(m)).collect();
         let mut touched: Vec<String> = Vec::new();
         for r in &results {
             for o in &r.outcome.outbox {
@@ -87,7 +135,7 @@ impl Processor {
                 Err(e) => {
                     // Still `received` in the journal: retried by the next sweep.
                     tracing::error!(channel = %self.channel.id, error = %e, "cannot record processing");
-                    self.overflow.store(true, Release);
+                    self.backlog.left_in_journal();
                 }
             }
         }
@@ -98,7 +146,7 @@ impl Processor {
         }
     }
 
-    fn process(&self, pending: &Pending) -> Processed {
+    fn process(&self, pending: &Pending) -> journal::Processed {
         let at = now_micros();
         let t = Instant::now();
         let outcome = match self.channel.source.content().parse(&pending.raw) {
@@ -117,7 +165,7 @@ impl Processor {
                 }
             }
         };
-        Processed {
+        journal::Processed {
             id: pending.id,
             generation: pending.generation,
             outcome,

@@ -145,6 +145,6 @@ pub(super) fn push(
             },
         );
     }
-    processed::push_outbox(script, &runs, cipher, ids);
+    processed::push_outbox(script, &runs, cipher, ids, processed::Waiting::Any);
     (appended, remember)
 }

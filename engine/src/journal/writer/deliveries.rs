@@ -23,16 +23,31 @@ pub(super) fn push_inflight(script: &mut Script, list: &[i64]) {
     }
 }
 
+/// Adds the results of deliveries: each outbox entry's new state, its trace step, and its
+/// message's status. A batch of results comes from one worker (up to 64 deliveries): the
+/// common case, delivered, goes in a handful of multi-row statements rather than three per
+/// delivery, since these statements share the commit that the next ACKs wait for.
 pub(super) fn push_results(script: &mut Script, list: &[Delivery], ids: &mut Ids) {
     let now = now_micros();
+    let sent: Vec<i64> = list
+        .iter()
+        .filter(|d| matches!(d.result, DeliveryResult::Sent))
+        .map(|d| d.outbox_id)
+        .collect();
+    for chunk in sent.chunks(500) {
+        let q = script.statement(
+            "UPDATE outbox SET status = 'sent', attempts = attempts + 1, last_error = NULL, updated_at = ",
+        );
+        q.push_bind(now).push(" WHERE id IN (");
+        let mut sep = q.separated(", ");
+        for id in chunk {
+            sep.push_bind(*id);
+        }
+        q.push(")");
+    }
     for d in list {
         match &d.result {
-            DeliveryResult::Sent => {
-                let q = script.statement(
-                    "UPDATE outbox SET status = 'sent', attempts = attempts + 1, last_error = NULL, updated_at = ",
-                );
-                q.push_bind(now).push(" WHERE id = ").push_bind(d.outbox_id);
-            }
+            DeliveryResult::Sent => {}
             DeliveryResult::Retry { at, error } => {
                 let q = script.statement(
                     "UPDATE outbox SET status = 'pending', attempts = attempts + 1, next_attempt_at = ",
@@ -62,38 +77,46 @@ pub(super) fn push_results(script: &mut Script, list: &[Delivery], ids: &mut Ids
                     .push_bind(d.outbox_id);
             }
         }
-        if let Some(step) = &d.step {
+    }
+    let steps: Vec<(&Delivery, &TraceStep)> = list
+        .iter()
+        .filter_map(|d| d.step.as_ref().map(|s| (d, s)))
+        .collect();
+    // 8 values a row, well under SQLite's limit of 32766 bound values per statement.
+    for chunk in steps.chunks(500) {
+        // The step belongs to the run the delivery was made for: the outbox entry's.
+        let q = script.statement(
+            "INSERT INTO trace (message_id, seq, generation, step, at, duration_us, outcome, detail)
+             SELECT v.column1, v.column2, o.generation, v.column3, v.column4, v.column5, v.column6,
+                 v.column7
+             FROM (",
+        );
+        q.push_values(chunk, |mut b, (d, step)| {
             ids.trace_seq += 1;
-            // The step belongs to the run the delivery was made for: the outbox entry's.
-            let q = script.statement(
-                "INSERT INTO trace (message_id, seq, generation, step, at, duration_us, outcome, detail)
-                 SELECT ",
-            );
-            q.push_bind(d.message_id)
-                .push(", ")
+            b.push_bind(d.message_id)
                 .push_bind(ids.trace_seq)
-                .push(", o.generation, ")
                 .push_bind(step.step.clone())
-                .push(", ")
                 .push_bind(step.at)
-                .push(", ")
                 .push_bind(step.duration_us)
-                .push(", ")
                 .push_bind(step.outcome.clone())
-                .push(", ")
                 .push_bind(step.detail.clone())
-                .push(" FROM outbox o WHERE o.id = ")
                 .push_bind(d.outbox_id);
-        }
-        if !matches!(d.result, DeliveryResult::Release) {
-            push_settle(script, d.message_id, now);
-        }
+        });
+        q.push(") AS v JOIN outbox o ON o.id = v.column8");
+    }
+    let settle: Vec<i64> = list
+        .iter()
+        .filter(|d| !matches!(d.result, DeliveryResult::Release))
+        .map(|d| d.message_id)
+        .collect();
+    for chunk in settle.chunks(500) {
+        push_settle(script, chunk, now);
     }
 }
 
 /// A message's status follows its current generation's outbox: any dead letter makes it
 /// errored, anything still queued keeps it queued, otherwise it has been sent everywhere.
-fn push_settle(script: &mut Script, id: i64, now: i64) {
+fn push_settle(script: &mut Script, ids: &[i64], now: i64) {
     let q = script.statement(
         "UPDATE messages SET
             status = CASE
@@ -107,8 +130,12 @@ fn push_settle(script: &mut Script, id: i64, now: i64) {
             updated_at = ",
     );
     q.push_bind(now)
-        .push(" WHERE status IN ('queued', 'sent', 'errored') AND id = ")
-        .push_bind(id);
+        .push(" WHERE status IN ('queued', 'sent', 'errored') AND id IN (");
+    let mut sep = q.separated(", ");
+    for id in ids {
+        sep.push_bind(*id);
+    }
+    q.push(")");
 }
 
 pub(super) async fn reprocess(

@@ -313,7 +313,12 @@ pub(crate) fn payload_aad(id: i64) -> Vec<u8> {
 
 /// Adds trace rows to the script; a row is kept only while its message is still in the
 /// run (generation) it belongs to.
-fn push_traces(script: &mut Script, ids: &mut Ids, rows: &[(i64, i64, &TraceStep)]) {
+fn push_traces(
+    script: &mut Script,
+    ids: &mut Ids,
+    rows: &[(i64, i64, &TraceStep)],
+    waiting: processed::Waiting,
+) {
     // 8 values a row, well under SQLite's limit of 32766 bound values per statement.
     for chunk in rows.chunks(1000) {
         let q = script.statement(
@@ -331,7 +336,8 @@ fn push_traces(script: &mut Script, ids: &mut Ids, rows: &[(i64, i64, &TraceStep
                 .push_bind(step.outcome.clone())
                 .push_bind(step.detail.clone());
         });
-        q.push(") AS v JOIN messages m ON m.id = v.column1 AND m.generation = v.column3");
+        q.push(") AS v JOIN messages m ON m.id = v.column1 AND m.generation = v.column3")
+            .push(waiting.condition());
     }
 }
 
@@ -343,7 +349,12 @@ async fn insert_trace(
     step: &TraceStep,
 ) -> Result<()> {
     let mut script = Script::new();
-    push_traces(&mut script, ids, &[(id, generation, step)]);
+    push_traces(
+        &mut script,
+        ids,
+        &[(id, generation, step)],
+        processed::Waiting::Any,
+    );
     script.run(conn).await
 }
 
