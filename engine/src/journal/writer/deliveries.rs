@@ -3,7 +3,7 @@
 use anyhow::Result;
 use sqlx::SqliteConnection;
 
-use super::script::Script;
+use super::script::{Script, push_ids};
 use super::{Ids, insert_trace};
 use crate::journal::Reprocessed;
 use crate::journal::model::{Delivery, DeliveryResult, NoSuchMessage, TraceStep};
@@ -15,11 +15,7 @@ pub(super) fn push_inflight(script: &mut Script, list: &[i64]) {
         let q = script.statement("UPDATE outbox SET status = 'inflight', updated_at = ");
         q.push_bind(now);
         q.push(" WHERE status = 'pending' AND id IN (");
-        let mut sep = q.separated(", ");
-        for id in chunk {
-            sep.push_bind(*id);
-        }
-        q.push(")");
+        push_ids(q, chunk);
     }
 }
 
@@ -39,11 +35,7 @@ pub(super) fn push_results(script: &mut Script, list: &[Delivery], ids: &mut Ids
             "UPDATE outbox SET status = 'sent', attempts = attempts + 1, last_error = NULL, updated_at = ",
         );
         q.push_bind(now).push(" WHERE id IN (");
-        let mut sep = q.separated(", ");
-        for id in chunk {
-            sep.push_bind(*id);
-        }
-        q.push(")");
+        push_ids(q, chunk);
     }
     for d in list {
         match &d.result {
@@ -131,11 +123,7 @@ fn push_settle(script: &mut Script, ids: &[i64], now: i64) {
     );
     q.push_bind(now)
         .push(" WHERE status IN ('queued', 'sent', 'errored') AND id IN (");
-    let mut sep = q.separated(", ");
-    for id in ids {
-        sep.push_bind(*id);
-    }
-    q.push(")");
+    push_ids(q, ids);
 }
 
 pub(super) async fn reprocess(

@@ -362,11 +362,7 @@ async fn delete(conn: &mut SqliteConnection, list: &[i64]) -> Result<u64> {
     let mut count = 0;
     for chunk in list.chunks(500) {
         let mut q = sqlx::QueryBuilder::<Sqlite>::new("DELETE FROM messages WHERE id IN (");
-        let mut ids = q.separated(", ");
-        for id in chunk {
-            ids.push_bind(*id);
-        }
-        q.push(")");
+        script::push_ids(&mut q, chunk);
         count += q
             .build()
             .persistent(false)

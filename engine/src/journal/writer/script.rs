@@ -49,3 +49,12 @@ impl Script {
         Ok(())
     }
 }
+
+/// Pushes `(id, id, ...)`, the ids bound, closing an `IN (` list the caller opened.
+pub(super) fn push_ids(q: &mut QueryBuilder<Sqlite>, ids: &[i64]) {
+    let mut sep = q.separated(", ");
+    for id in ids {
+        sep.push_bind(*id);
+    }
+    q.push(")");
+}
