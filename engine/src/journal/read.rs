@@ -124,8 +124,8 @@ impl Journal {
             .with_context(|| format!("message {id}"))
     }
 
-    /// Messages committed but not yet processed (after a restart, or reprocessed).
-    /// Messages of `channel` waiting to be processed, oldest first: at most `limit` of them,
+    /// Messages of `channel` committed but not yet processed (after a restart, an overflow of
+    /// the processor's queue, or reprocessed), oldest first: at most `limit` of them,
     /// after message `after` (0 from the start). A page at a time, so that a backlog of any
     /// size is swept with bounded memory.
     pub async fn pending_received(

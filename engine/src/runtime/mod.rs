@@ -11,7 +11,7 @@ pub mod http_ingest;
 pub mod ingest;
 pub mod mqtt_ingest;
 mod outbox;
-pub mod pressure;
+mod pressure;
 mod processor;
 pub mod replies;
 mod store_source;
@@ -251,7 +251,7 @@ impl Runtime {
     }
 
     /// Senders waiting for an acknowledgement (see `pressure.rs`).
-    pub fn pressure(&self) -> &pressure::Pressure {
+    fn pressure(&self) -> &pressure::Pressure {
         &self.pressure
     }
 

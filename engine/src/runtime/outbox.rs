@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::pressure::{MAX_HOLD, Pressure};
+use super::pressure::Pressure;
 use super::replies::Replies;
 use crate::channel::DestinationConfig;
 use crate::channel::destination::{Destination, Reply};
@@ -41,12 +41,7 @@ pub(super) async fn run(w: Worker) {
         if w.shutdown.is_cancelled() {
             return;
         }
-        w.pressure.hold_back(MAX_HOLD).await;
-        let size = if w.pressure.contended() {
-            HELD_BATCH
-        } else {
-            BATCH
-        };
+        let size = w.pressure.next_batch(BATCH, HELD_BATCH).await;
         let head = match w.journal.outbox_head(&w.channel, &w.config.id, size).await {
             Ok(head) => head,
             Err(e) => {

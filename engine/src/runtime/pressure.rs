@@ -9,9 +9,9 @@
 //! the commits the ACKs wait for larger.
 //!
 //! So while senders contend ([`CONTENDING`] waiting at once, now or within [`QUIET`]), the
-//! sources journal messages without running their pipeline first (the processor does it),
-//! and processing and deliveries hold back each batch for at most [`MAX_HOLD`], taking a
-//! small one then. A single sender, or a few that seldom overlap, never hold anything back:
+//! MLLP source journals messages without running their pipeline first (the processor does
+//! it), and processing and deliveries hold back each batch for at most [`MAX_HOLD`], taking a
+//! small one then ([`Pressure::next_batch`]). A single sender, or a few that seldom overlap, never hold anything back:
 //! their messages are mapped before the commit (one commit per message, not two) and
 //! delivered at once.
 
@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::*};
 use std::time::{Duration, Instant};
 
 /// The longest processing and deliveries hold back a batch while senders contend.
-pub const MAX_HOLD: Duration = Duration::from_millis(50);
+const MAX_HOLD: Duration = Duration::from_millis(50);
 /// How many senders waiting at once make a contention. Three, not two: two independent
 /// feeds overlap now and then at any rate; three at once is a burst.
 const CONTENDING: usize = 3;
@@ -72,8 +72,15 @@ impl Pressure {
         last != 0 && self.micros().saturating_sub(last) < QUIET.as_micros() as u64
     }
 
+    /// Waits while senders contend (at most [`MAX_HOLD`]), then tells how many items the
+    /// next batch may take: `full`, or `held` if senders still contend.
+    pub async fn next_batch<T: Copy>(&self, full: T, held: T) -> T {
+        self.hold_back(MAX_HOLD).await;
+        if self.contended() { held } else { full }
+    }
+
     /// Waits while senders contend, for at most `at_most`.
-    pub async fn hold_back(&self, at_most: Duration) {
+    async fn hold_back(&self, at_most: Duration) {
         let until = Instant::now() + at_most;
         while self.contended() && Instant::now() < until {
             tokio::time::sleep(LOOK).await;

@@ -11,7 +11,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::backlog::Backlog;
-use super::pressure::{MAX_HOLD, Pressure};
+use super::pressure::Pressure;
 use crate::channel::transform::Routing;
 use crate::channel::{Channel, Condition, Input};
 use crate::journal::{self, Journal, NewOutbox, Outcome, Pending, Status, TraceStep, now_micros};
@@ -100,15 +100,13 @@ impl Processor {
         }
     }
 
-    async fn process_batch(&self, batch: Vec<Pending>) {
-        let mut batch = batch;
-        while batch.len() > HELD_BATCH && self.pressure.contended() {
-            let rest = batch.split_off(HELD_BATCH);
-            self.pressure.hold_back(MAX_HOLD).await;
+    /// Processes `batch`, in smaller parts while senders contend (see `pressure.rs`).
+    async fn process_batch(&self, mut batch: Vec<Pending>) {
+        while !batch.is_empty() {
+            let size = self.pressure.next_batch(batch.len(), HELD_BATCH).await;
+            let rest = batch.split_off(size.min(batch.len()));
             self.process_now(std::mem::replace(&mut batch, rest)).await;
         }
-        self.pressure.hold_back(MAX_HOLD).await;
-        self.process_now(batch).await;
     }
 
     async fn process_now(&self, batch: Vec<Pending>) {
